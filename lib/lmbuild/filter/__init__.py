@@ -1,0 +1,1 @@
+"""Text-quality filter rules (C4, Gopher, FineWeb) for the filter stage."""

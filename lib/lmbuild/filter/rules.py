@@ -1,0 +1,612 @@
+"""Text-quality rules of the filter stage (C4, Gopher, FineWeb), vectorised over a record batch.
+
+`apply_rules(texts, cfg)` decides every document of a batch at once: the C4 line rules remove
+lines, then each rule group runs in GROUPS order on the text that is left, and a document's
+reason is the first rule it fails (RULE_NAMES order), null if it passes them all. The same
+definitions are written per document in plain Python in lmbuild.filter.reference; the two give
+identical reasons and texts (tests/test_filter_rules.py, benchmarks/filter_throughput.py).
+
+Words, lines and characters are as in lmbuild.filter.textstats (words split on whitespace,
+lines on \\r\\n, \\r or \\n, characters are code points). Further definitions:
+
+- Blank lines (no word) are never removed by the C4 line rules and keep paragraphs apart; every
+  per-line ratio counts non-blank lines only. A paragraph is a maximal run of non-blank lines.
+- The text after C4 line removal is the kept lines joined with "\\n"; a document that lost no
+  line keeps its text unchanged. Later rules see that text; removed characters count the
+  characters of removed lines (line breaks excluded).
+- "Characters of the document" (the denominator of the line and paragraph character fractions)
+  excludes line breaks, so a "\\r\\n" document is decided as its "\\n" twin.
+- A terminal line ends, before trailing whitespace, in one of TERMINAL_PUNCT (so "..." counts,
+  "…" does not). A sentence ends at a run of . ! ? (then optionally SENTENCE_CLOSERS) followed
+  by whitespace or the end of the text. A bullet line starts, after leading whitespace, with one
+  of BULLETS; an ellipsis line ends, before trailing whitespace, with "..." or "…".
+- Matching "javascript", "lorem ipsum", stop words and bad words ignores the case of ASCII
+  letters only; a bad word matches where it is not preceded or followed by a word character
+  (Python's \\w), so multi-word entries work.
+- Repetition: a repeat is a line, paragraph or n-gram equal to an earlier one of the same
+  document. dup_*_frac = repeats / items; dup_*_char_frac = characters of repeats / characters of
+  the document. top_N_gram = occurrences x characters of the most frequent N-gram (if it occurs
+  at least twice; ties go to the one with most characters) / characters of all words;
+  dup_N_gram = characters of the words covered by any repeat of an N-gram, each word counted
+  once / characters of all words. N-gram characters are its words' characters (no spaces).
+- Every ratio with a zero denominator is 0.0, so an empty document fails every "min" rule
+  (gopher_quality.min_words first) and passes every "max" rule.
+- A "min_*" threshold drops a document strictly below it, a "max_*" one strictly above it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import textstats as ts
+
+GROUPS = ("c4", "gopher_repetition", "gopher_quality", "fineweb")  # application order
+
+TOP_NGRAMS = (2, 3, 4)
+DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
+
+DEFAULTS: dict = {
+    # Raffel et al. 2020, "Exploring the limits of transfer learning with a unified text-to-text
+    # transformer" (JMLR 21), section 2.2; numbers as in tensorflow_datasets' c4_utils.py.
+    "c4": {
+        "enabled": True,
+        # "We only retained lines that ended in a terminal punctuation mark (i.e. a period,
+        # exclamation mark, question mark, or end quotation mark)."
+        "remove_no_terminal_punct_lines": True,
+        # "only retained lines that contained at least 5 words" (_MIN_WORDS_PER_LINE = 5)
+        "min_words_per_line": 5,
+        # "we removed any line with the word Javascript"
+        "remove_javascript_lines": True,
+        # "We discarded any page with fewer than 3 sentences" (_MIN_NUM_SENTENCES = 3)
+        "min_sentences": 3,
+        # "we removed any page where the phrase 'lorem ipsum' appeared"
+        "lorem_ipsum": True,
+        # "we removed any pages that contained a curly bracket"
+        "curly_bracket": True,
+        # "List of Dirty, Naughty, Obscene or Otherwise Bad Words": the stage fills it from a file
+        "bad_words": [],
+    },
+    # Rae et al. 2021, "Scaling language models: methods, analysis & insights from training
+    # Gopher", appendix A.1.1, table A1 (same values as datatrove's GopherRepetitionFilter).
+    "gopher_repetition": {
+        "enabled": True,
+        "max_dup_line_frac": 0.3,  # duplicate line fraction
+        "max_dup_para_frac": 0.3,  # duplicate paragraph fraction
+        "max_dup_line_char_frac": 0.2,  # duplicate line character fraction
+        "max_dup_para_char_frac": 0.2,  # duplicate paragraph character fraction
+        "top_ngram_char_frac": {2: 0.20, 3: 0.18, 4: 0.16},  # top n-gram character fraction
+        # duplicate n-gram character fraction
+        "dup_ngram_char_frac": {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+    },
+    # Rae et al. 2021 (Gopher), appendix A.1.1 "quality filters" (datatrove GopherQualityFilter).
+    "gopher_quality": {
+        "enabled": True,
+        "min_words": 50,  # "does not contain between 50 and 100,000 words"
+        "max_words": 100_000,
+        "min_mean_word_length": 3,  # "mean word length is outside the range of 3 to 10"
+        "max_mean_word_length": 10,
+        # "symbol-to-word ratio greater than 0.1 for either the hash symbol or the ellipsis"
+        "max_symbol_word_ratio": 0.1,
+        "max_bullet_lines_ratio": 0.9,  # "more than 90% of lines starting with a bullet point"
+        "max_ellipsis_lines_ratio": 0.3,  # "or more than 30% ending with an ellipsis"
+        # "80% of words in a document contain at least one alphabetic character"
+        "min_alpha_words_ratio": 0.8,
+        # "at least two of the following English words: the, be, to, of, and, that, have, with"
+        "min_stop_words": 2,
+        "stop_words": ["the", "be", "to", "of", "and", "that", "have", "with"],
+    },
+    # Penedo et al. 2024, "The FineWeb datasets", section 3.6; values are the defaults of
+    # datatrove's FineWebQualityFilter, which built FineWeb. The paper drops at <= / >= the
+    # thresholds; here, as for every rule, only strictly below a min or above a max.
+    "fineweb": {
+        "enabled": True,
+        "min_line_punct_ratio": 0.12,  # "fraction of lines ending with punctuation <= 0.12"
+        "short_line_length": 30,  # "lines shorter than 30 characters" (datatrove: len <= 30)
+        "max_short_line_ratio": 0.67,  # "... is >= 0.67"
+        # datatrove char_duplicates_ratio=0.01; the paper's text says ">= 0.1" (the released
+        # pipeline, datatrove examples/fineweb.py, used the default)
+        "max_dup_line_char_ratio": 0.01,
+        "max_newline_word_ratio": 0.3,  # datatrove new_line_ratio (lists; not in the paper)
+    },
+}
+
+LINE_RULES = ("c4.no_terminal_punct", "c4.min_words_per_line", "c4.javascript")
+
+RULE_NAMES: tuple[str, ...] = (
+    *LINE_RULES,
+    "c4.no_lines_left",
+    "c4.lorem_ipsum",
+    "c4.curly_bracket",
+    "c4.bad_words",
+    "c4.min_sentences",
+    "gopher_repetition.dup_line_frac",
+    "gopher_repetition.dup_para_frac",
+    "gopher_repetition.dup_line_char_frac",
+    "gopher_repetition.dup_para_char_frac",
+    *(f"gopher_repetition.top_{n}_gram" for n in TOP_NGRAMS),
+    *(f"gopher_repetition.dup_{n}_gram" for n in DUP_NGRAMS),
+    "gopher_quality.min_words",
+    "gopher_quality.max_words",
+    "gopher_quality.min_mean_word_length",
+    "gopher_quality.max_mean_word_length",
+    "gopher_quality.hash_word_ratio",
+    "gopher_quality.ellipsis_word_ratio",
+    "gopher_quality.bullet_lines_ratio",
+    "gopher_quality.ellipsis_lines_ratio",
+    "gopher_quality.alpha_words_ratio",
+    "gopher_quality.min_stop_words",
+    "fineweb.line_punct_ratio",
+    "fineweb.short_line_ratio",
+    "fineweb.dup_line_char_ratio",
+    "fineweb.newline_word_ratio",
+)
+
+# The parameter that sets (or, set to null, disables) each rule.
+RULE_PARAMS: dict[str, str] = {
+    "c4.no_terminal_punct": "c4.remove_no_terminal_punct_lines",
+    "c4.min_words_per_line": "c4.min_words_per_line",
+    "c4.javascript": "c4.remove_javascript_lines",
+    "c4.no_lines_left": "c4 (any line rule)",
+    "c4.lorem_ipsum": "c4.lorem_ipsum",
+    "c4.curly_bracket": "c4.curly_bracket",
+    "c4.bad_words": "c4.bad_words",
+    "c4.min_sentences": "c4.min_sentences",
+    "gopher_repetition.dup_line_frac": "gopher_repetition.max_dup_line_frac",
+    "gopher_repetition.dup_para_frac": "gopher_repetition.max_dup_para_frac",
+    "gopher_repetition.dup_line_char_frac": "gopher_repetition.max_dup_line_char_frac",
+    "gopher_repetition.dup_para_char_frac": "gopher_repetition.max_dup_para_char_frac",
+    **{f"gopher_repetition.top_{n}_gram": f"gopher_repetition.top_ngram_char_frac.{n}"
+       for n in TOP_NGRAMS},
+    **{f"gopher_repetition.dup_{n}_gram": f"gopher_repetition.dup_ngram_char_frac.{n}"
+       for n in DUP_NGRAMS},
+    "gopher_quality.min_words": "gopher_quality.min_words",
+    "gopher_quality.max_words": "gopher_quality.max_words",
+    "gopher_quality.min_mean_word_length": "gopher_quality.min_mean_word_length",
+    "gopher_quality.max_mean_word_length": "gopher_quality.max_mean_word_length",
+    "gopher_quality.hash_word_ratio": "gopher_quality.max_symbol_word_ratio",
+    "gopher_quality.ellipsis_word_ratio": "gopher_quality.max_symbol_word_ratio",
+    "gopher_quality.bullet_lines_ratio": "gopher_quality.max_bullet_lines_ratio",
+    "gopher_quality.ellipsis_lines_ratio": "gopher_quality.max_ellipsis_lines_ratio",
+    "gopher_quality.alpha_words_ratio": "gopher_quality.min_alpha_words_ratio",
+    "gopher_quality.min_stop_words": "gopher_quality.min_stop_words",
+    "fineweb.line_punct_ratio": "fineweb.min_line_punct_ratio",
+    "fineweb.short_line_ratio": "fineweb.max_short_line_ratio",
+    "fineweb.dup_line_char_ratio": "fineweb.max_dup_line_char_ratio",
+    "fineweb.newline_word_ratio": "fineweb.max_newline_word_ratio",
+}
+
+# A line ending in one of these is kept by C4. tensorflow_datasets' c4_utils uses . ? ! " and
+# also drops lines ending in "..."; here "..." counts as terminal.
+TERMINAL_PUNCT = ".!?\"'”’»"
+SENTENCE_CLOSERS = "\"'”’)»"
+# RE2 and Python re agree on this pattern; `$` is the end of the word it is searched in.
+SENTENCE_END_IN_WORD = "[.!?]+[" + SENTENCE_CLOSERS + "]*$"
+BULLETS = "•‣◦⁃∙●○▪■►▶➢-*"  # a line starting with one of these is a bullet line
+ELLIPSES = ("...", "…")
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+# ---------------------------------------------------------------- configuration
+
+def resolve_config(cfg: dict | None) -> dict[str, dict]:
+    """The enabled groups with every threshold filled in from DEFAULTS.
+
+    A group that is absent or has `enabled: false` is left out; a threshold set to None
+    disables its rule. Unknown groups or keys raise ValueError (a typo must not do nothing).
+    """
+    resolved = {}
+    for group, given in (cfg or {}).items():
+        if group not in DEFAULTS:
+            raise ValueError(f"filter: unknown rule group {group!r}; known: {', '.join(GROUPS)}")
+        if given is None:
+            continue
+        unknown = sorted(set(given) - set(DEFAULTS[group]))
+        if unknown:
+            raise ValueError(f"filter.{group}: unknown key(s) {', '.join(map(str, unknown))}")
+        params = copy.deepcopy(DEFAULTS[group])
+        for key, value in given.items():
+            if isinstance(params[key], dict) and value is not None:
+                params[key].update(_ngram_thresholds(group, key, value))
+            else:
+                params[key] = value
+        for key in ("bad_words", "stop_words"):
+            if key in params:
+                params[key] = _word_list(group, key, params[key])
+        if params["enabled"]:
+            resolved[group] = params
+    return resolved
+
+
+def _word_list(group: str, key: str, words) -> list[str]:
+    """A word list as both implementations use it: ASCII-lowercased, unique, sorted."""
+    if words is None:
+        return []
+    if isinstance(words, str) or not all(isinstance(w, str) for w in words):
+        raise ValueError(f"filter.{group}.{key}: must be a list of strings, got {words!r}")
+    return sorted({w.translate(ASCII_LOWER) for w in words if w.strip()})
+
+
+def _ngram_thresholds(group: str, key: str, value: dict) -> dict[int, float | None]:
+    out = {}
+    allowed = DEFAULTS[group][key]
+    for n, frac in value.items():
+        try:
+            n = int(n)
+        except (TypeError, ValueError):
+            n = None
+        if n not in allowed:
+            raise ValueError(f"filter.{group}.{key}: n-gram sizes must be among "
+                             f"{sorted(allowed)}, got {value!r}")
+        out[n] = frac
+    return out
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class RuleResult:
+    text: pa.StringArray  # the text after C4 line removal (unchanged where no line rule applies)
+    reason: pa.StringArray  # per document: null = kept, else the FIRST failing rule name
+    line_chars_removed: dict[str, int]  # per line rule: characters removed, dropped docs included
+    line_docs_touched: dict[str, int]  # per line rule: documents that lost at least one line
+
+
+class _Decisions:
+    """The first failing rule of each document, filled in rule order."""
+
+    def __init__(self, n_docs: int):
+        self.code = np.full(n_docs, -1, np.int16)
+
+    def fail(self, rule: str, mask: np.ndarray) -> None:
+        self.code[(self.code < 0) & mask] = RULE_NAMES.index(rule)
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.code < 0
+
+    def reasons(self) -> pa.Array:
+        codes = pa.array(self.code, mask=self.code < 0)
+        return pc.take(pa.array(RULE_NAMES, pa.string()), codes)
+
+
+# ---------------------------------------------------------------- the rules
+
+def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResult:
+    """Decide every document of a batch; see the module docstring for the definitions.
+
+    Null texts are decided as empty documents and stay null in the returned text.
+    """
+    params = resolve_config(cfg)
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    if pa.types.is_large_string(texts.type):
+        texts = texts.cast(pa.string())
+    batch = _Batch(ts.split_lines(pc.fill_null(texts, "")))
+    decisions = _Decisions(len(texts))
+    # Words are needed only on the lines that can survive the C4 terminal-punctuation rule.
+    word_lines = ~batch.lines.blank
+    if "c4" in params and params["c4"]["remove_no_terminal_punct_lines"]:
+        word_lines &= batch.terminal()
+    batch.split_words(word_lines)
+
+    kept = np.ones(len(batch.lines.doc), bool)
+    chars_removed = {rule: 0 for rule in LINE_RULES}
+    docs_touched = {rule: 0 for rule in LINE_RULES}
+    new_text = texts
+    if "c4" in params:
+        kept, chars_removed, docs_touched, new_text = _c4(batch, params["c4"], decisions, texts)
+    for group, check in (("gopher_repetition", _gopher_repetition),
+                         ("gopher_quality", _gopher_quality), ("fineweb", _fineweb)):
+        if group in params and decisions.alive.any():
+            view = _View(batch, kept & decisions.alive[batch.lines.doc])
+            check(view, params[group], decisions)
+    return RuleResult(new_text, decisions.reasons(), chars_removed, docs_touched)
+
+
+# Per-word properties, computed once per distinct word of a batch (its vocabulary).
+_VOCAB_PROPERTIES = {
+    "bullet": lambda v: ts.vocab_first_char_in(v, BULLETS),
+    "ellipsis_end": lambda v: ts.vocab_ends_with(v, ELLIPSES),
+    "sentence_end": lambda v: ts.matches(v, SENTENCE_END_IN_WORD),
+    "has_letter": lambda v: ts.matches(v, ts.letter_class()),
+    "javascript": lambda v: ts.contains(pc.ascii_lower(v), "javascript"),
+    "curly_bracket": lambda v: ts.contains(v, "{"),
+    "hashes": lambda v: ts.vocab_count(v, "#"),
+    "ellipses": lambda v: sum(ts.vocab_count(v, e) for e in ELLIPSES),
+}
+
+
+class _Batch:
+    """The lines and words of a batch, and their properties computed when first needed."""
+
+    def __init__(self, lines: ts.Lines):
+        self.lines = lines
+        self.words: ts.Words | None = None
+        self.word_lines: np.ndarray | None = None  # the lines split into words
+        self._cache: dict = {}
+
+    def split_words(self, selected: np.ndarray) -> None:
+        self.words, self.word_lines = ts.split_words(self.lines, selected), selected
+
+    def _cached(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def terminal(self) -> np.ndarray:
+        """Lines that end, before trailing whitespace, in terminal punctuation."""
+        def compute():
+            trimmed = pc.utf8_rtrim_whitespace(self.lines.strings)
+            return ts.matches(trimmed, f"[{TERMINAL_PUNCT}]$")
+        return self._cached("terminal", compute)
+
+    def vocab(self, prop: str) -> np.ndarray:
+        return self._cached(prop, lambda: _VOCAB_PROPERTIES[prop](self.words.vocab))
+
+    def stop_words(self, stop_words: list[str]) -> np.ndarray:
+        key = ("stop_words", tuple(stop_words))
+        return self._cached(key, lambda: ts.vocab_in(self.words.vocab, stop_words))
+
+    def line_id(self) -> np.ndarray:
+        """Equal lines (among the lines split into words) share an id."""
+        def compute():
+            index = np.flatnonzero(self.word_lines)
+            ids = np.full(len(self.word_lines), -1, np.int64)
+            ids[index] = ts.dictionary_ids(self.lines.take(index))
+            return ids
+        return self._cached("line_id", compute)
+
+    def words_with(self, prop: str, among: np.ndarray | None = None) -> np.ndarray:
+        """The words (indices, all or from `among`) whose vocabulary entry has a property."""
+        if among is None:
+            return np.flatnonzero(self.vocab(prop)[self.words.vid])
+        return among[self.vocab(prop)[self.words.vid[among]]]
+
+
+def _c4(batch: _Batch, p: dict, decisions: _Decisions, texts: pa.Array):
+    lines, words = batch.lines, batch.words
+    n_docs, nonblank = lines.n_docs, ~lines.blank
+
+    def javascript_lines():
+        out = np.zeros(len(lines.doc), bool)
+        out[words.line[batch.words_with("javascript")]] = True
+        return out
+
+    line_rules = (
+        (p["remove_no_terminal_punct_lines"], lambda: nonblank & ~batch.terminal()),
+        (p["min_words_per_line"], lambda: nonblank & (words.line_count < p["min_words_per_line"])),
+        (p["remove_javascript_lines"], javascript_lines),
+    )
+    removed_by = np.full(len(lines.doc), -1, np.int8)
+    chars_removed, docs_touched = {}, {}
+    for k, (rule, (setting, failing)) in enumerate(zip(LINE_RULES, line_rules)):
+        if setting is not None and setting is not False:
+            removed_by[(removed_by < 0) & failing()] = k
+        hit = removed_by == k
+        chars_removed[rule] = int(lines.length[hit].sum())
+        docs_touched[rule] = int(np.count_nonzero(ts.per_doc_count(lines.doc[hit], n_docs)))
+    kept = removed_by < 0
+    touched = ts.per_doc_count(lines.doc[~kept], n_docs) > 0
+    left = ts.per_doc_count(lines.doc[kept & nonblank], n_docs)
+    decisions.fail("c4.no_lines_left", touched & (left == 0))
+    new_text = _join_kept_lines(lines, kept, touched, texts)
+
+    kept_lines = np.flatnonzero(kept)
+    kept_words = np.flatnonzero(kept[words.line])
+    if p["lorem_ipsum"]:
+        hit = ts.contains(pc.ascii_lower(lines.take(kept_lines)), "lorem ipsum")
+        decisions.fail("c4.lorem_ipsum", _docs_with(lines.doc[kept_lines[hit]], n_docs))
+    if p["curly_bracket"]:
+        hit = batch.words_with("curly_bracket", kept_words)
+        decisions.fail("c4.curly_bracket", _docs_with(words.doc[hit], n_docs))
+    if p["bad_words"]:
+        hit = ts.matches(pc.ascii_lower(lines.take(kept_lines)), _bad_words_pattern(p["bad_words"]))
+        decisions.fail("c4.bad_words", _docs_with(lines.doc[kept_lines[hit]], n_docs))
+    if p["min_sentences"] is not None:
+        ends = batch.words_with("sentence_end", kept_words)
+        decisions.fail("c4.min_sentences",
+                       ts.per_doc_count(words.doc[ends], n_docs) < p["min_sentences"])
+    return kept, chars_removed, docs_touched, new_text
+
+
+def _bad_words_pattern(words: list[str]) -> str:
+    alternatives = "|".join(ts.re2_escape(w) for w in words)
+    boundary = ts.non_word_class()
+    return f"(?:^|{boundary})(?:{alternatives})(?:{boundary}|$)"
+
+
+def _docs_with(doc_indices: np.ndarray, n_docs: int) -> np.ndarray:
+    return ts.per_doc_count(doc_indices, n_docs) > 0
+
+
+def _join_kept_lines(lines: ts.Lines, kept: np.ndarray, touched: np.ndarray, texts: pa.Array):
+    """Texts with removed lines taken out: kept lines joined by "\\n" where a line went."""
+    if not touched.any():
+        return texts
+    index = np.flatnonzero(kept & touched[lines.doc])
+    per_doc = ts.per_doc_count(lines.doc[index], len(touched))[touched]
+    offsets = np.zeros(len(per_doc) + 1, np.int32)
+    np.cumsum(per_doc, out=offsets[1:])
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), lines.take(index)), "\n")
+    return pc.replace_with_mask(texts, pa.array(touched), joined)
+
+
+class _View:
+    """The kept lines and words of the documents still in play."""
+
+    def __init__(self, batch: _Batch, line_mask: np.ndarray):
+        self.batch, self.line_mask = batch, line_mask
+        lines, words = batch.lines, batch.words
+        self.n_docs = lines.n_docs
+        self.lines = np.flatnonzero(line_mask)
+        self.line_doc = lines.doc[self.lines]
+        self.nonblank = self.lines[~lines.blank[self.lines]]
+        self.nonblank_doc = lines.doc[self.nonblank]
+        self.words = np.flatnonzero(line_mask[words.line])
+        self.word_doc = words.doc[self.words]
+        self.n_words = self.count(self.word_doc)
+        self.n_nonblank = self.count(self.nonblank_doc)
+
+    def restrict(self, alive: np.ndarray) -> _View:
+        return _View(self.batch, self.line_mask & alive[self.batch.lines.doc])
+
+    def count(self, doc_indices: np.ndarray) -> np.ndarray:
+        return ts.per_doc_count(doc_indices, self.n_docs)
+
+    def chars(self) -> np.ndarray:
+        """Per document: characters, line breaks excluded."""
+        return ts.per_doc_sum(self.line_doc, self.batch.lines.length[self.lines], self.n_docs)
+
+    def word_chars(self) -> np.ndarray:
+        return ts.per_doc_sum(self.word_doc, self.batch.words.length[self.words], self.n_docs)
+
+    def words_flagged(self, flag: np.ndarray) -> np.ndarray:
+        """Per document: words whose vocabulary entry is flagged."""
+        return self.count(self.word_doc[flag[self.batch.words.vid[self.words]]])
+
+    def words_summed(self, values: np.ndarray) -> np.ndarray:
+        """Per document: sum over words of an integer value per vocabulary entry."""
+        v = values[self.batch.words.vid[self.words]]
+        nonzero = v != 0
+        return ts.per_doc_sum(self.word_doc[nonzero], v[nonzero], self.n_docs)
+
+    def lines_flagged(self, flag: np.ndarray) -> np.ndarray:
+        """Per document: non-blank lines flagged (flag is per line of the batch)."""
+        return self.count(self.nonblank_doc[flag[self.nonblank]])
+
+    def lines_whose(self, end: str, prop: str) -> np.ndarray:
+        """Per document: non-blank lines whose first (or last) word has a vocabulary property."""
+        words = self.batch.words
+        word = (words.line_first if end == "first" else words.line_last)[self.nonblank]
+        return self.count(self.nonblank_doc[self.batch.vocab(prop)[words.vid[word]]])
+
+    def repeated_lines(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per document: non-blank lines equal to an earlier one, and their characters."""
+        key = ts.pair_key(self.nonblank_doc, self.batch.line_id()[self.nonblank])
+        _, first = ts.first_occurrences(key)
+        repeats = self.nonblank[~first]
+        doc = self.batch.lines.doc[repeats]
+        return self.count(doc), ts.per_doc_sum(doc, self.batch.lines.length[repeats], self.n_docs)
+
+
+def _max_rule(decisions, rule, value, threshold):
+    if threshold is not None:
+        decisions.fail(rule, value > threshold)
+
+
+def _min_rule(decisions, rule, value, threshold):
+    if threshold is not None:
+        decisions.fail(rule, value < threshold)
+
+
+def _gopher_repetition(view: _View, p: dict, decisions: _Decisions) -> None:
+    chars = view.chars()
+    rep_lines, rep_line_chars = view.repeated_lines()
+    paras, rep_paras, rep_para_chars = _repeated_paragraphs(view)
+    _max_rule(decisions, "gopher_repetition.dup_line_frac",
+              ts.ratio(rep_lines, view.n_nonblank), p["max_dup_line_frac"])
+    _max_rule(decisions, "gopher_repetition.dup_para_frac",
+              ts.ratio(rep_paras, paras), p["max_dup_para_frac"])
+    _max_rule(decisions, "gopher_repetition.dup_line_char_frac",
+              ts.ratio(rep_line_chars, chars), p["max_dup_line_char_frac"])
+    _max_rule(decisions, "gopher_repetition.dup_para_char_frac",
+              ts.ratio(rep_para_chars, chars), p["max_dup_para_char_frac"])
+
+    top = {n: t for n, t in p["top_ngram_char_frac"].items() if t is not None}
+    dup = {n: t for n, t in p["dup_ngram_char_frac"].items() if t is not None}
+    if not (top or dup) or not decisions.alive.any():
+        return
+    view = view.restrict(decisions.alive)  # n-grams only for documents still in play
+    words = view.batch.words
+    word_doc, word_len = view.word_doc, words.length[view.words]
+    char_before = np.zeros(len(word_len) + 1, np.int64)
+    np.cumsum(word_len, out=char_before[1:])
+    found = {}
+    for g in ts.ngrams(word_doc, words.vid[view.words], view.n_words, max([*top, *dup])):
+        if g.n in top:
+            found[f"top_{g.n}_gram"] = ts.top_ngram_chars(g, word_doc, char_before, view.n_docs)
+        if g.n in dup:
+            found[f"dup_{g.n}_gram"] = ts.dup_ngram_chars(g, word_doc, word_len, view.n_docs)
+    word_chars, none = view.word_chars(), np.zeros(view.n_docs, np.int64)
+    for kind, thresholds in (("top", top), ("dup", dup)):
+        for n, threshold in sorted(thresholds.items()):
+            name = f"{kind}_{n}_gram"
+            _max_rule(decisions, f"gopher_repetition.{name}",
+                      ts.ratio(found.get(name, none), word_chars), threshold)
+
+
+def _repeated_paragraphs(view: _View):
+    """Per document: paragraphs, paragraphs equal to an earlier one, and their characters."""
+    lines = view.batch.lines
+    if len(view.nonblank) == 0:
+        zeros = np.zeros(view.n_docs, np.int64)
+        return zeros, zeros, zeros
+    blank = lines.blank[view.lines]
+    new_doc = np.r_[True, view.line_doc[1:] != view.line_doc[:-1]]
+    after_blank = np.r_[True, blank[:-1]]
+    starts_para = (new_doc | after_blank)[~blank]  # over the non-blank lines
+    para_start = np.flatnonzero(starts_para)
+    para_of_line = np.cumsum(starts_para) - 1
+    para_doc = view.nonblank_doc[para_start]
+    para_chars = ts.per_doc_sum(para_of_line, lines.length[view.nonblank], len(para_start))
+    para_id = ts.sequence_ids(view.batch.line_id()[view.nonblank], para_start)
+    _, first = ts.first_occurrences(ts.pair_key(para_doc, para_id))
+    rep_doc = para_doc[~first]
+    return (view.count(para_doc), view.count(rep_doc),
+            ts.per_doc_sum(rep_doc, para_chars[~first], view.n_docs))
+
+
+def _gopher_quality(view: _View, p: dict, decisions: _Decisions) -> None:
+    batch, n_words = view.batch, view.n_words
+    _min_rule(decisions, "gopher_quality.min_words", n_words, p["min_words"])
+    _max_rule(decisions, "gopher_quality.max_words", n_words, p["max_words"])
+    mean_len = ts.ratio(view.word_chars(), n_words)
+    _min_rule(decisions, "gopher_quality.min_mean_word_length", mean_len, p["min_mean_word_length"])
+    _max_rule(decisions, "gopher_quality.max_mean_word_length", mean_len, p["max_mean_word_length"])
+    if p["max_symbol_word_ratio"] is not None:
+        for rule, prop in (("hash_word_ratio", "hashes"), ("ellipsis_word_ratio", "ellipses")):
+            _max_rule(decisions, f"gopher_quality.{rule}",
+                      ts.ratio(view.words_summed(batch.vocab(prop)), n_words),
+                      p["max_symbol_word_ratio"])
+    if p["max_bullet_lines_ratio"] is not None:
+        _max_rule(decisions, "gopher_quality.bullet_lines_ratio",
+                  ts.ratio(view.lines_whose("first", "bullet"), view.n_nonblank),
+                  p["max_bullet_lines_ratio"])
+    if p["max_ellipsis_lines_ratio"] is not None:
+        _max_rule(decisions, "gopher_quality.ellipsis_lines_ratio",
+                  ts.ratio(view.lines_whose("last", "ellipsis_end"), view.n_nonblank),
+                  p["max_ellipsis_lines_ratio"])
+    if p["min_alpha_words_ratio"] is not None:
+        _min_rule(decisions, "gopher_quality.alpha_words_ratio",
+                  ts.ratio(view.words_flagged(batch.vocab("has_letter")), n_words),
+                  p["min_alpha_words_ratio"])
+    if p["min_stop_words"] is not None:
+        _min_rule(decisions, "gopher_quality.min_stop_words",
+                  view.words_flagged(batch.stop_words(p["stop_words"])),
+                  p["min_stop_words"])
+
+
+def _fineweb(view: _View, p: dict, decisions: _Decisions) -> None:
+    lines = view.batch.lines
+    if p["min_line_punct_ratio"] is not None:
+        _min_rule(decisions, "fineweb.line_punct_ratio",
+                  ts.ratio(view.lines_flagged(view.batch.terminal()), view.n_nonblank),
+                  p["min_line_punct_ratio"])
+    if p["max_short_line_ratio"] is not None and p["short_line_length"] is not None:
+        _max_rule(decisions, "fineweb.short_line_ratio",
+                  ts.ratio(view.lines_flagged(lines.length <= p["short_line_length"]),
+                           view.n_nonblank),
+                  p["max_short_line_ratio"])
+    if p["max_dup_line_char_ratio"] is not None:
+        _, rep_chars = view.repeated_lines()
+        _max_rule(decisions, "fineweb.dup_line_char_ratio", ts.ratio(rep_chars, view.chars()),
+                  p["max_dup_line_char_ratio"])
+    if p["max_newline_word_ratio"] is not None:
+        newlines = np.maximum(view.count(view.line_doc) - 1, 0)
+        _max_rule(decisions, "fineweb.newline_word_ratio", ts.ratio(newlines, view.n_words),
+                  p["max_newline_word_ratio"])

@@ -1,0 +1,174 @@
+"""Load `params.yaml` sections and validate them against the cerberus schemas in specs/.
+
+Every stage calls `load_params(stage)`: it reads `common` and the stage's own section,
+validates each against `specs/<section>.yaml` (types, ranges, allowed values, defaults, unknown
+keys rejected) and either returns the normalised sections or stops the stage before any work
+with one line per problem:
+
+    params.yaml: filter.gopher_quality.max_symbol_word_ratio: must be <= 1.0, got 3
+
+A spec file may hold a top-level `registry:` mapping of reusable sub-schemas. Each is
+registered under its name and, with every `default` removed, under `<name>_override`, so a
+section can validate per-domain or per-source overrides with the same ranges without filling
+in defaults that would mask the base values.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import cerberus
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SPECS = REPO / "specs"
+
+
+class ParamsError(Exception):
+    """Invalid params: `problems` holds one readable line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _strip_defaults(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_defaults(v) for k, v in schema.items() if k not in ("default", "required")}
+    if isinstance(schema, list):
+        return [_strip_defaults(v) for v in schema]
+    return schema
+
+
+def load_spec(section: str, specs_dir: Path = SPECS) -> tuple[dict, cerberus.schema.SchemaRegistry]:
+    path = specs_dir / f"{section}.yaml"
+    if not path.exists():
+        raise ParamsError([f"specs/{section}.yaml: no schema for params section '{section}'"])
+    spec = yaml.safe_load(path.read_text()) or {}
+    registry = cerberus.schema.SchemaRegistry()
+    for name, sub in (spec.pop("registry", None) or {}).items():
+        registry.add(name, sub)
+        registry.add(f"{name}_override", _strip_defaults(sub))
+    return spec, registry
+
+
+_RULE_TEXT = {
+    "min": lambda c: f"must be >= {c}",
+    "max": lambda c: f"must be <= {c}",
+    "minlength": lambda c: f"must have at least {c} items",
+    "maxlength": lambda c: f"must have at most {c} items",
+    "allowed": lambda c: f"must be one of {list(c)}",
+    "type": lambda c: f"must be of type {' or '.join(c) if isinstance(c, (list, tuple)) else c}",
+    "regex": lambda c: f"must match the pattern {c}",
+    "nullable": lambda c: "must not be null",
+    "empty": lambda c: "must not be empty",
+    "required": lambda c: "is required",
+}
+
+
+def _describe(err: cerberus.errors.ValidationError) -> str:
+    rule = err.rule
+    if rule == "required":
+        return "is required but missing"
+    if err.code == cerberus.errors.UNKNOWN_FIELD.code:
+        return f"unknown key (typo?), got {err.value!r}"
+    text = _RULE_TEXT.get(rule, lambda c: f"violates rule '{rule}' ({c})")(err.constraint)
+    return f"{text}, got {err.value!r}"
+
+
+def _leaf_errors(errors) -> list[cerberus.errors.ValidationError]:
+    out = []
+    for err in errors:
+        if err.is_group_error:
+            out.extend(_leaf_errors(err.child_errors))
+        else:
+            out.append(err)
+    return out
+
+
+def _known_keys(schema: Any, registry) -> list[str]:
+    if isinstance(schema, str):
+        schema = registry.get(schema)
+    return sorted(schema) if isinstance(schema, dict) else []
+
+
+def validate_section(section: str, values: Any, specs_dir: Path = SPECS, source: str = "params.yaml") -> dict:
+    """Validate and normalise one params section; raise ParamsError listing every problem."""
+    schema, registry = load_spec(section, specs_dir)
+    validator = cerberus.Validator(schema, schema_registry=registry)
+    if not isinstance(values, dict):
+        raise ParamsError([f"{source}: {section}: must be a mapping, got {values!r}"])
+    if validator.validate(values):
+        return validator.document
+    problems = []
+    for err in _leaf_errors(validator._errors):
+        path = section + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.document_path)
+        line = f"{source}: {path}: {_describe(err)}"
+        if err.code == cerberus.errors.UNKNOWN_FIELD.code:
+            parent = err.document_path[:-1]
+            sub = schema
+            try:
+                for key in parent:
+                    node = sub[key] if isinstance(sub, dict) else None
+                    sub = node.get("schema") or node.get("valuesrules", {}).get("schema")
+                    if isinstance(sub, str):
+                        sub = registry.get(sub)
+                known = _known_keys(sub, registry)
+            except (KeyError, AttributeError, TypeError):
+                known = []
+            if known:
+                line += f" (known keys: {', '.join(map(str, known))})"
+        problems.append(line)
+    raise ParamsError(sorted(set(problems)))
+
+
+def read_params_file(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParamsError([f"{path}: file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise ParamsError([f"{path}: not valid YAML: {exc}".replace("\n", " ")]) from None
+    return data or {}
+
+
+def load_params(stage: str, path: Path | str = "params.yaml", specs_dir: Path = SPECS) -> dict:
+    """Return {'common': ..., stage: ...} validated, or raise ParamsError."""
+    raw = read_params_file(Path(path))
+    problems, out = [], {}
+    for section in ("common", stage):
+        if section not in raw:
+            problems.append(f"{path}: {section}: section is missing")
+            continue
+        try:
+            out[section] = validate_section(section, raw[section], specs_dir, source=str(path))
+        except ParamsError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ParamsError(problems)
+    return out
+
+
+def load_params_or_exit(stage: str, path: Path | str = "params.yaml") -> dict:
+    """Stage entry point: print one line per problem to stderr and exit 2 on invalid params."""
+    try:
+        return load_params(stage, path)
+    except ParamsError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        print(f"{stage}: stopped before doing any work: fix the params above", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def deep_merge(base: dict, override: dict | None) -> dict:
+    """Return base with override applied key by key (nested dicts merged, other values replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
