@@ -35,6 +35,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/filter_throughput.py
+	$(BIN)/python benchmarks/langid_throughput.py
 	$(BIN)/python benchmarks/memory_scaling.py
 
 clean-venv:

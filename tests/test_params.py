@@ -91,3 +91,15 @@ def test_list_items_are_named_by_index():
     with pytest.raises(ParamsError) as exc:
         validate_section("acquire", {"sources": [{"name": "a", "kind": "nope", "domain": "web"}]})
     assert "acquire.sources[0].kind: must be one of" in str(exc.value)
+
+
+def test_filter_spec_defaults_match_the_rules_module():
+    """specs/filter.yaml fills the defaults users see; lmbuild.filter.rules.DEFAULTS (with the
+    citations) is what the library falls back on. They must agree."""
+    from lmbuild.filter.rules import DEFAULTS
+
+    spec_rules = validate_section("filter", {})["rules"]
+    for group, defaults in DEFAULTS.items():
+        spec = {k: v for k, v in spec_rules[group].items() if k != "bad_words_file"}
+        lib = {k: v for k, v in defaults.items() if k != "bad_words"}
+        assert spec == lib, group
