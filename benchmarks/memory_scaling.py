@@ -44,11 +44,12 @@ def write_corpus(root: Path, texts: list[str], base_mb: float, scale: int) -> No
     for k in range(scale):
         written = 0
         with open(root / "corpus" / f"part{k:03d}.jsonl", "w", encoding="utf-8") as fh:
-            for i, text in enumerate(texts):
+            i = 0
+            while written < base_mb * 2**20:  # cycle through the texts until the file is full
+                text = texts[i % len(texts)]
                 fh.write(json.dumps({"text": f"{text}\n\nCopy {k} of document {i}."}) + "\n")
                 written += len(text.encode())
-                if written > base_mb * 2**20:
-                    break
+                i += 1
 
 
 def peak_rss_mb(cmd: list[str], cwd: Path) -> float:
@@ -66,7 +67,7 @@ def measure(base_mb: float, scales: list[int], workdir: Path | None = None) -> d
     params["common"]["workers"] = 1
     params["acquire"] = {"max_chars": 200000, "shard_mb": 64,
                          "sources": [{"name": "corpus", "kind": "jsonl", "domain": "web", "paths": ["corpus/*.jsonl"]}]}
-    texts = demo_texts(base_mb * 1.1)
+    texts = demo_texts(min(base_mb, 8))
     results = {}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for scale in scales:
