@@ -1,6 +1,6 @@
-"""The acquire and filter stages end to end on the demo corpus: byte-identical reruns, the same
-bytes from the local and the Dask executor, a killed stage leaves nothing half-written and its
-rerun matches an uninterrupted run, and DVC reruns exactly what a change touches."""
+"""The data stages end to end on the demo corpus: byte-identical reruns, the same bytes from the
+local and the Dask executor, a killed stage leaves nothing half-written and its rerun matches an
+uninterrupted run, and DVC reruns exactly what a change touches."""
 
 from __future__ import annotations
 
@@ -19,8 +19,13 @@ import pytest
 from conftest import REPO, Project, requires_lid, run_stage, stage_env, tree_digest
 
 pytestmark = [pytest.mark.slow, requires_lid]
-OUTPUTS = ("data/raw", "data/raw_quarantine", "data/filtered", "data/filter_rejected",
-           "metrics/acquire.json", "metrics/filter.json", "plots/filter_removals.csv")
+import yaml as _yaml
+
+PIPELINE = _yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+STAGES = list(PIPELINE)  # in pipeline order
+OUTPUTS = [next(iter(o)) if isinstance(o, dict) else o for st in PIPELINE.values() for o in st["outs"]]
+MAIN_OUT = {name: next(iter(st["outs"][0])) if isinstance(st["outs"][0], dict) else st["outs"][0]
+            for name, st in PIPELINE.items()}
 
 
 def digest(root: Path) -> dict[str, bytes]:
@@ -34,11 +39,11 @@ def digest(root: Path) -> dict[str, bytes]:
     return out
 
 
-def run_pipeline(root: Path, params: dict) -> dict[str, bytes]:
+def run_pipeline(root: Path, params: dict, stages=STAGES) -> dict[str, bytes]:
     project = Project(root)
     project.write_params(params)
-    project.run("acquire")
-    project.run("filter")
+    for stage in stages:
+        project.run(stage)
     return digest(root)
 
 
@@ -66,6 +71,19 @@ def test_demo_run_has_real_work_in_it(reference_run):
     assert filt["sources.python_stdlib.kept_fraction"] > 0.95  # code skips the prose rules
     assert any(k.startswith("pii.") and v > 0 for k, v in filt.items())
     assert "rule,documents" in files["plots/filter_removals.csv"].decode().replace("source,", "")
+    dedup = json.loads(files["metrics/dedup.json"])
+    assert 0 < dedup["documents_kept"] < dedup["documents_in"] == filt["documents_kept"]
+    rate = json.loads(files["metrics/rate.json"])
+    assert rate["raters.dclm.heldout_accuracy"] > 0.9
+    means = {k.split(".")[3]: v for k, v in rate.items() if k.startswith("raters.dclm.sources.") and k.endswith(".mean")}
+    assert means["wiki_en"] > 0.5 > means["python_stdlib"]
+    mix = json.loads(files["metrics/mix.json"])
+    for split in ("pretrain", "anneal"):
+        assert mix[f"{split}.tokens_est"] == pytest.approx(mix[f"{split}.token_budget"], rel=0.1)
+        for key, requested in mix.items():
+            if key.startswith(f"{split}.domains.") and key.endswith(".requested_share"):
+                assert mix[key.replace("requested", "achieved")] == pytest.approx(requested, abs=0.03), key
+    assert mix["val.train_overlap_documents"] == 0 and mix["val.documents"] > 0
 
 
 def test_rerun_from_scratch_is_byte_identical(reference_run, tmp_path, demo_params):
@@ -81,30 +99,30 @@ def test_dask_executor_gives_the_same_bytes(reference_run, tmp_path, demo_params
     assert run_pipeline(tmp_path, params) == first
 
 
-@pytest.mark.parametrize("stage", ["acquire", "filter"])
+@pytest.mark.parametrize("stage", STAGES)
 def test_killed_stage_leaves_nothing_and_rerun_matches(reference_run, tmp_path, demo_params, stage):
     _, first = reference_run
     project = Project(tmp_path)
     project.write_params(demo_params)
-    if stage == "filter":
-        project.run("acquire")
+    position = STAGES.index(stage)
+    for upstream in STAGES[:position]:
+        project.run(upstream)
     proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=stage_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    out = "data/raw" if stage == "acquire" else "data/filtered"
-    in_progress = tmp_path / "data" / f".{Path(out).name}.tmp"
+    out = Path(MAIN_OUT[stage])
+    in_progress = tmp_path / out.parent / f".{out.name}.tmp"
     deadline = time.time() + 120
-    while not list(in_progress.glob("*/*.parquet")):  # kill once the stage is writing shards
+    while not list(in_progress.rglob("*.parquet")):  # kill once the stage is writing shards
         assert proc.poll() is None and time.time() < deadline, "stage ended before it could be killed"
-        time.sleep(0.01)
+        time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert in_progress.exists()  # it really was cut off mid-write
     assert not (tmp_path / out).exists()  # nothing half-written where a later stage could read it
-    project.run(stage)
-    if stage == "acquire":
-        project.run("filter")
+    for rest in STAGES[position:]:
+        project.run(rest)
     assert digest(tmp_path) == first
-    assert not list(tmp_path.glob("data/.*.tmp"))
+    assert not list(tmp_path.rglob(".*.tmp"))
 
 
 def _git_copy(dst: Path) -> None:
