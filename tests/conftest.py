@@ -36,9 +36,10 @@ class Project:
 
     def __init__(self, root: Path):
         self.root = root
-        (root / "assets").mkdir()
-        if LID_MODEL.exists():
-            (root / "assets" / "lid.176.ftz").symlink_to(LID_MODEL)
+        (root / "assets").mkdir(exist_ok=True)
+        link = root / "assets" / "lid.176.ftz"
+        if LID_MODEL.exists() and not link.exists():
+            link.symlink_to(LID_MODEL)
         self.params = yaml.safe_load((REPO / "params.yaml").read_text())
 
     def write_params(self, params: dict | None = None) -> None:

@@ -103,3 +103,11 @@ def test_filter_spec_defaults_match_the_rules_module():
         spec = {k: v for k, v in spec_rules[group].items() if k != "bad_words_file"}
         lib = {k: v for k, v in defaults.items() if k != "bad_words"}
         assert spec == lib, group
+
+
+def test_unknown_key_lists_the_known_ones_at_any_depth():
+    with pytest.raises(ParamsError) as exc:
+        validate_section("filter", {"domains": {"code": {"c4": {"min_sentense": 1}}}})
+    line = exc.value.problems[0]
+    assert line.startswith("params.yaml: filter.domains.code.c4.min_sentense: unknown key")
+    assert "known keys:" in line and "min_sentences" in line

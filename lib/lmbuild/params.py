@@ -89,40 +89,55 @@ def _leaf_errors(errors) -> list[cerberus.errors.ValidationError]:
     return out
 
 
-def _known_keys(schema: Any, registry) -> list[str]:
-    if isinstance(schema, str):
-        schema = registry.get(schema)
-    return sorted(schema) if isinstance(schema, dict) else []
+def validate_document(schema: dict, registry, document: dict, path: str,
+                      source: str = "params.yaml") -> tuple[dict | None, list[str]]:
+    """Validate one mapping against a schema; return (normalised document, []) or (None, problems).
+
+    `path` names the document in messages ("filter", "rate.raters[0]").
+    """
+    validator = cerberus.Validator(schema, schema_registry=registry)
+    if validator.validate(document):
+        return validator.document, []
+    problems = []
+    for err in _leaf_errors(validator._errors):
+        where = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.document_path)
+        line = f"{source}: {where}: {_describe(err)}"
+        if err.code == cerberus.errors.UNKNOWN_FIELD.code:
+            known = _known_keys_at(schema, registry, tuple(err.document_path[:-1]))
+            if known:
+                line += f" (known keys: {', '.join(map(str, known))})"
+        problems.append(line)
+    return None, sorted(set(problems))
+
+
+def _known_keys_at(schema: dict, registry, parent: tuple) -> list[str]:
+    """Field names allowed at `parent` (a document path), for 'unknown key' messages."""
+    resolve = lambda sub: registry.get(sub) if isinstance(sub, str) else sub  # noqa: E731
+    fields, i = resolve(schema), 0
+    while i < len(parent):
+        rules = fields.get(parent[i]) if isinstance(fields, dict) else None
+        if not isinstance(rules, dict):
+            return []
+        if "valuesrules" in rules:  # a mapping of free keys: skip the key
+            fields, i = resolve(rules["valuesrules"].get("schema")), i + 2
+        elif rules.get("type") == "list" and isinstance(rules.get("schema"), dict):  # skip the index
+            fields, i = resolve(rules["schema"].get("schema")), i + 2
+        elif "schema" in rules:
+            fields, i = resolve(rules["schema"]), i + 1
+        else:
+            return []
+    return sorted(map(str, fields)) if isinstance(fields, dict) else []
 
 
 def validate_section(section: str, values: Any, specs_dir: Path = SPECS, source: str = "params.yaml") -> dict:
     """Validate and normalise one params section; raise ParamsError listing every problem."""
     schema, registry = load_spec(section, specs_dir)
-    validator = cerberus.Validator(schema, schema_registry=registry)
     if not isinstance(values, dict):
         raise ParamsError([f"{source}: {section}: must be a mapping, got {values!r}"])
-    if validator.validate(values):
-        return validator.document
-    problems = []
-    for err in _leaf_errors(validator._errors):
-        path = section + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.document_path)
-        line = f"{source}: {path}: {_describe(err)}"
-        if err.code == cerberus.errors.UNKNOWN_FIELD.code:
-            parent = err.document_path[:-1]
-            sub = schema
-            try:
-                for key in parent:
-                    node = sub[key] if isinstance(sub, dict) else None
-                    sub = node.get("schema") or node.get("valuesrules", {}).get("schema")
-                    if isinstance(sub, str):
-                        sub = registry.get(sub)
-                known = _known_keys(sub, registry)
-            except (KeyError, AttributeError, TypeError):
-                known = []
-            if known:
-                line += f" (known keys: {', '.join(map(str, known))})"
-        problems.append(line)
-    raise ParamsError(sorted(set(problems)))
+    document, problems = validate_document(schema, registry, values, section, source)
+    if problems:
+        raise ParamsError(problems)
+    return document
 
 
 def read_params_file(path: Path) -> dict:

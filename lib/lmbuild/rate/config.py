@@ -16,28 +16,14 @@ import glob
 import json
 from pathlib import Path
 
-import cerberus
-
-from ..params import ParamsError, _describe, _leaf_errors, load_spec
+from ..params import ParamsError, load_spec, validate_document
 
 KINDS = ("fasttext", "bradley_terry", "hf_classifier")
 FILE_SUFFIXES = (".txt", ".jsonl")
 
 
 def _validate_rater(i: int, rater: dict, registry, source: str) -> tuple[dict | None, list[str]]:
-    kind = rater["kind"]
-    schema = registry.get(kind)
-    validator = cerberus.Validator(schema, schema_registry=registry)
-    if validator.validate(rater):
-        return validator.document, []
-    problems = []
-    for err in _leaf_errors(validator._errors):
-        path = f"rate.raters[{i}]" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.document_path)
-        line = f"{source}: {path}: {_describe(err)}"
-        if err.code == cerberus.errors.UNKNOWN_FIELD.code and len(err.document_path) == 1:
-            line += f" (known keys of kind {kind}: {', '.join(sorted(schema))})"
-        problems.append(line)
-    return None, problems
+    return validate_document(registry.get(rater["kind"]), registry, rater, f"rate.raters[{i}]", source)
 
 
 def positive_file_paths(patterns: list[str]) -> list[Path]:
