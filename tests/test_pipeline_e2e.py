@@ -199,3 +199,20 @@ def test_dvc_reruns_only_what_changed(tmp_path):
     third = dvc(tmp_path, "repro")
     ran = {name for name in stages if f"Running stage '{name}'" in third.stdout}
     assert ran == downstream_of("filter"), third.stdout
+
+
+@pytest.mark.parametrize("stage", STAGES[1:])
+def test_truncated_input_shard_is_named_not_a_traceback(reference_run, tmp_path, stage):
+    root, _ = reference_run
+    project = Project(tmp_path)
+    shutil.copy2(root / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(root / "data", tmp_path / "data", symlinks=True)
+    if (root / "models").exists():
+        shutil.copytree(root / "models", tmp_path / "models")
+    upstream = [d for d in PIPELINE[stage]["deps"] if d.startswith("data/")][0]
+    victim = sorted((tmp_path / upstream).rglob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    proc = project.run(stage, check=False)
+    assert proc.returncode != 0
+    assert str(victim.relative_to(tmp_path)) in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
