@@ -1,0 +1,108 @@
+"""Resumable checkpoints with a fingerprint.
+
+`checkpoints/<stage>/` (a `persist: true` DVC output) holds `latest/` (model, optimizer, step,
+data position, loop counters, RNG states in `state.pt`) and `fingerprint.json`: a hash of the
+stage's params and of its inputs. A rerun resumes from `latest/` only when the fingerprint
+matches; otherwise it stops with a message saying what to do. Each checkpoint is written to a
+temporary directory and renamed into place, so a kill mid-write leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..shards import atomic_write_text
+
+
+class CheckpointError(Exception):
+    """A checkpoint that must not be resumed; the message says what to do."""
+
+
+def file_digest(path: Path, h=None) -> str:
+    h = h or hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_digest(root: Path | str) -> str:
+    """Hash of every file (relative name + content) under root, in sorted order."""
+    root = Path(root)
+    h = hashlib.blake2b(digest_size=16)
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + file_digest(p).encode())
+    return h.hexdigest()
+
+
+def fingerprint(params: dict, inputs: dict[str, Path]) -> dict:
+    """{'params': hash, 'inputs': {name: hash}, 'id': hash of both}."""
+    p = hashlib.blake2b(json.dumps(params, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    ins = {name: dir_digest(path) if Path(path).is_dir() else file_digest(Path(path))
+           for name, path in sorted(inputs.items())}
+    ident = hashlib.blake2b(json.dumps([p, ins], sort_keys=True).encode(), digest_size=16).hexdigest()
+    return {"id": ident, "params": p, "inputs": ins}
+
+
+def check_fingerprint(ckpt_dir: Path, fp: dict, stage: str) -> bool:
+    """True when a matching checkpoint exists to resume; raise CheckpointError on a mismatch."""
+    latest, fp_path = ckpt_dir / "latest", ckpt_dir / "fingerprint.json"
+    if not (latest / "state.pt").exists():
+        return False
+    old = json.loads(fp_path.read_text()) if fp_path.exists() else {}
+    if old.get("id") == fp["id"]:
+        return True
+    what = []
+    if old.get("params") != fp["params"]:
+        what.append("params (common.seed or the " + stage + " section)")
+    for name, h in fp["inputs"].items():
+        if old.get("inputs", {}).get(name) != h:
+            what.append(name)
+    raise CheckpointError(
+        f"{ckpt_dir}: the checkpoint was made with different {', '.join(what) or 'inputs'}; "
+        f"delete {ckpt_dir} to start {stage} over, or restore the params and inputs it was made with")
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save(ckpt_dir: Path, fp: dict, model: torch.nn.Module, optimizer, state: dict) -> None:
+    """Write checkpoints/<stage>/latest atomically (call on the main process only)."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / ".latest.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
+                **state}, tmp / "state.pt")
+    atomic_write_text(ckpt_dir / "fingerprint.json", json.dumps(fp, indent=1, sort_keys=True) + "\n")
+    old = ckpt_dir / ".latest.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (ckpt_dir / "latest").exists():
+        os.replace(ckpt_dir / "latest", old)
+    os.replace(tmp, ckpt_dir / "latest")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load(ckpt_dir: Path) -> dict:
+    return torch.load(ckpt_dir / "latest" / "state.pt", map_location="cpu", weights_only=False)

@@ -1,0 +1,56 @@
+"""anneal: continue the pretrained model on the high-quality anneal mix, lr decaying linearly to zero
+(the late-training curriculum of OLMo 2 and Llama 3).
+
+Reads:  models/pretrain/, models/tokenizer/, data/tokens/anneal/ and data/tokens/val/ (token shards, index, meta)
+Writes: models/anneal/ (HF model + tokenizer + generation_config), checkpoints/anneal/
+        (persist: latest checkpoint + fingerprint; a rerun resumes from it), dvclive/anneal/
+        (loss, val loss per domain, lr, grad norm, tokens/s, MFU per step, with tokens seen),
+        metrics/anneal.json
+Params: common (seed), anneal (max_tokens, seq_len, batch sizes, precision, compile,
+        optim, schedule, eval, checkpoint, nan, spike)
+Run:    dvc repro anneal   (or python -m stages.anneal; several processes:
+        accelerate launch --num_processes N -m stages.anneal)
+"""
+
+import sys
+from pathlib import Path
+
+from lmbuild.metrics import write_metrics
+from lmbuild.params import load_params_or_exit
+from lmbuild.train.checkpoint import CheckpointError
+from lmbuild.train.loop import DataError, ModelError, Stopped, TrainError, run
+
+TOKENS = Path("data/tokens")
+TOKENIZER = Path("models/tokenizer")
+INIT = Path("models/pretrain")
+MODEL = Path("models/anneal")
+CHECKPOINTS = Path("checkpoints/anneal")
+LIVE = Path("dvclive/anneal")
+METRICS = Path("metrics/anneal.json")
+
+
+def main() -> None:
+    params = load_params_or_exit("anneal")
+    try:
+        metrics = run("anneal", params, tokens_dir=TOKENS, train_split="anneal", tokenizer_dir=TOKENIZER,
+                      out_model=MODEL, ckpt_dir=CHECKPOINTS, live_dir=LIVE, init_model=INIT)
+    except Stopped as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(3) from None
+    except (TrainError, DataError, ModelError, CheckpointError) as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    if metrics["world_size"] == 1 or _is_main():
+        write_metrics(METRICS, metrics)
+        print(f"anneal: {metrics['parameters']:,} params, {metrics['tokens_seen']:,} tokens, val loss "
+              f"{metrics['val_loss']:.3f} (unigram {metrics['unigram_val_loss']:.3f}), "
+              f"{metrics['tokens_per_s']:,.0f} tokens/s -> {MODEL}", file=sys.stderr)
+
+
+def _is_main() -> bool:
+    from accelerate import PartialState
+    return PartialState().is_main_process
+
+
+if __name__ == "__main__":
+    main()
