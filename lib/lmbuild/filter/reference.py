@@ -13,7 +13,7 @@ import copy
 import re
 from collections import Counter
 
-from .rules import (ASCII_LOWER, BULLETS, ELLIPSES, LINE_RULES, SENTENCE_CLOSERS,
+from .rule_config import (ASCII_LOWER, BULLETS, ELLIPSES, LINE_RULES, SENTENCE_CLOSERS,
                     TERMINAL_PUNCT, resolve_config)
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")

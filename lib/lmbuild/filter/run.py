@@ -28,7 +28,8 @@ from ..executor import map_tasks
 from ..params import deep_merge
 from ..shards import DOC_SCHEMA, ShardWriter, atomic_dir, list_shards, read_batches
 from . import langid, pii
-from .rules import GROUPS, RULE_NAMES, apply_rules
+from .rule_config import GROUPS, RULE_NAMES
+from .rules import apply_rules
 
 KEPT_SCHEMA = DOC_SCHEMA.append(pa.field("language", pa.string(), nullable=True)) \
     .append(pa.field("language_score", pa.float32(), nullable=True))
@@ -80,9 +81,11 @@ def _filter_batch(batch: pa.RecordBatch, cfg: dict, stats: dict) -> tuple[pa.Rec
     text_after = stacked.take(pa.array(position))
 
     keep = reason == None  # noqa: E711
-    for r, c in zip(reason[~keep], chars_in[~keep]):
-        stats["removed_docs"][r] += 1
-        stats["removed_chars"][r] += int(c)
+    rules, which = np.unique(reason[~keep].astype(str), return_inverse=True)
+    for rule, docs, chars in zip(rules, np.bincount(which, minlength=len(rules)),
+                                 np.bincount(which, weights=chars_in[~keep], minlength=len(rules))):
+        stats["removed_docs"][str(rule)] += int(docs)
+        stats["removed_chars"][str(rule)] += int(chars)
     stats["docs_in"] += n
     stats["chars_in"] += int(chars_in.sum())
 
@@ -110,11 +113,16 @@ def batch_with_reason(batch: pa.RecordBatch, reasons: np.ndarray) -> pa.RecordBa
     return pa.RecordBatch.from_arrays(arrays, schema=REJECTED_SCHEMA)
 
 
+def new_stats() -> dict:
+    """Counters of one task, and of one source once the tasks are summed."""
+    return {"docs_in": 0, "chars_in": 0, "docs_kept": 0, "chars_kept": 0,
+            "removed_docs": Counter(), "removed_chars": Counter(), "line_chars": Counter(),
+            "line_docs": Counter(), "pii": Counter(), "pii_docs": Counter()}
+
+
 def run_task(task: dict) -> dict:
     shard = Path(task["shard"])
-    stats = {"docs_in": 0, "chars_in": 0, "docs_kept": 0, "chars_kept": 0,
-             "removed_docs": Counter(), "removed_chars": Counter(), "line_chars": Counter(),
-             "line_docs": Counter(), "pii": Counter(), "pii_docs": Counter()}
+    stats = new_stats()
     source = shard.parent.name
     kept_w = ShardWriter(Path(task["kept"]) / source, shard.stem, KEPT_SCHEMA, numbered=False)
     rej_w = ShardWriter(Path(task["rejected"]) / source, shard.stem, REJECTED_SCHEMA, numbered=False)
@@ -159,10 +167,7 @@ def filter_corpus(params: dict, raw_dir: Path, kept_dir: Path, rejected_dir: Pat
 
 
 def summarise(results: list[dict]) -> tuple[dict, list[dict]]:
-    per_source: dict[str, dict] = defaultdict(lambda: {"docs_in": 0, "chars_in": 0, "docs_kept": 0, "chars_kept": 0,
-                                                       "removed_docs": Counter(), "removed_chars": Counter(),
-                                                       "line_chars": Counter(), "line_docs": Counter(),
-                                                       "pii": Counter(), "pii_docs": Counter()})
+    per_source: dict[str, dict] = defaultdict(new_stats)
     for r in results:
         agg = per_source[r["source"]]
         for key, value in r.items():
