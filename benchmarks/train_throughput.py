@@ -3,16 +3,19 @@
 Builds a tiny tokenizer and token shards in a temporary directory (tests/train_data.py), then
 runs (1) lmbuild.train.loop.run (Accelerate, grad accumulation, clipping, nan/spike checks,
 logging, checkpoints) and (2) a bare loop: the same model, AdamW, bf16/fp32 autocast and batches,
-nothing else. Prints tokens/s of both and their ratio (lmbuild / bare); the loop's figure
-excludes eval and checkpoint time, the bare loop has neither.
+nothing else. The two alternate for --repeats rounds in one process (bare first), so both see the
+same warm kernel caches and the same background load; it prints tokens/s of every round and the
+ratio of the medians (lmbuild / bare). The loop's figure excludes eval and checkpoint time, the
+bare loop has neither.
 
-    python benchmarks/train_throughput.py [--steps 30] [--precision bf16] [--hidden 128] [--layers 4]
+    python benchmarks/train_throughput.py [--steps 30] [--repeats 3] [--precision bf16] [--hidden 128]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -54,6 +57,7 @@ def bare_loop(root: Path, p: dict, seed: int, steps: int, vocab: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
@@ -72,19 +76,25 @@ def main() -> None:
         p = validate_section("pretrain", section)
         params = {"common": {"seed": 0}, "pretrain": p}
         import os
+        import statistics
         os.environ.setdefault("LMBUILD_NO_PROGRESS", "1")
-        t0 = time.perf_counter()
-        m = run("pretrain", params, tokens_dir=root / "data/tokens", train_split="pretrain",
-                tokenizer_dir=root / "models/tokenizer", out_model=root / "models/pretrain",
-                ckpt_dir=root / "checkpoints/pretrain", live_dir=root / "dvclive/pretrain")
-        wall = time.perf_counter() - t0
-        bare = bare_loop(root, p, 0, a.steps, meta["vocab_size"])
+        loop_tps, bare_tps = [], []
+        for r in range(a.repeats):
+            bare_tps.append(bare_loop(root, p, 0, a.steps, meta["vocab_size"]))
+            for d in ("models/pretrain", "checkpoints/pretrain", "dvclive/pretrain"):
+                shutil.rmtree(root / d, ignore_errors=True)
+            m = run("pretrain", params, tokens_dir=root / "data/tokens", train_split="pretrain",
+                    tokenizer_dir=root / "models/tokenizer", out_model=root / "models/pretrain",
+                    ckpt_dir=root / "checkpoints/pretrain", live_dir=root / "dvclive/pretrain")
+            loop_tps.append(m["tokens_per_s"])
+            print(f"round {r + 1}: bare {bare_tps[-1]:,.0f} tokens/s, lmbuild {loop_tps[-1]:,.0f} tokens/s", flush=True)
+    lo, ba = statistics.median(loop_tps), statistics.median(bare_tps)
     print(f"model: {m['parameters']:,} params, seq {a.seq_len}, batch {a.batch}, {a.precision}, {a.steps} steps, "
           f"{torch.get_num_threads()} threads")
-    print(f"lmbuild loop: {m['tokens_per_s']:,.0f} tokens/s (steps only; whole run incl. setup, eval, export "
-          f"{m['tokens_seen'] / wall:,.0f}), MFU est. {m['mfu']:.3f} of {m['peak_tflops'] * 1e3:.1f} GFLOP/s measured")
-    print(f"bare loop:    {bare:,.0f} tokens/s")
-    print(f"ratio lmbuild / bare: {m['tokens_per_s'] / bare:.2f}")
+    print(f"lmbuild loop: {lo:,.0f} tokens/s median (steps only), MFU est. {m['mfu']:.3f} of "
+          f"{m['peak_tflops'] * 1e3:.1f} GFLOP/s measured")
+    print(f"bare loop:    {ba:,.0f} tokens/s median")
+    print(f"ratio lmbuild / bare: {lo / ba:.2f}")
 
 
 if __name__ == "__main__":
