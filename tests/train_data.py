@@ -15,9 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SPECIALS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+from lmbuild.tokenize.chat_template import CHAT_TEMPLATE, SPECIAL_TOKENS as SPECIALS
 
 WORDS = ("the a cat dog sat on mat ran to house river tree bird sang in morning evening quietly "
          "old young small large red green blue city village road walked saw found").split()
