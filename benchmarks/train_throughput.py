@@ -1,7 +1,7 @@
 """Training throughput of the lmbuild loop against a bare PyTorch loop on the same model and data.
 
 Builds a tiny tokenizer and token shards in a temporary directory (tests/train_data.py), then
-runs (1) lmbuild.train.loop.run (Accelerate, grad accumulation, clipping, nan/spike checks,
+runs (1) lmbuild.train.causal_lm.run (Accelerate, grad accumulation, clipping, nan/spike checks,
 logging, checkpoints) and (2) a bare loop: the same model, AdamW, bf16/fp32 autocast and batches,
 nothing else. The two alternate for --repeats rounds in one process (bare first), so both see the
 same warm kernel caches and the same background load; it prints tokens/s of every round and the
@@ -28,7 +28,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "lib")]
 
 from lmbuild.params import validate_section  # noqa: E402
 from lmbuild.train.data import BlockOrder, TokenStream  # noqa: E402
-from lmbuild.train.loop import run  # noqa: E402
+from lmbuild.train.causal_lm import run  # noqa: E402
 from lmbuild.train.model import build_model  # noqa: E402
 from train_data import make_project_inputs  # noqa: E402
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from lmbuild.metrics import write_metrics
 from lmbuild.params import load_params_or_exit
 from lmbuild.train.checkpoint import CheckpointError
-from lmbuild.train.loop import DataError, ModelError, Stopped, TrainError, run
+from lmbuild.train.causal_lm import DataError, ModelError, Stopped, TrainError, run
 
 TOKENS = Path("data/tokens")
 TOKENIZER = Path("models/tokenizer")

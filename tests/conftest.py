@@ -62,3 +62,44 @@ def tree_digest(root: Path) -> dict[str, bytes]:
 
 
 requires_lid = pytest.mark.skipif(not LID_MODEL.exists(), reason="run `make setup` to fetch assets/lid.176.ftz")
+
+
+def sigkill_after_checkpoint(workdir: Path, stage: str, min_step: int, seed: int = 0,
+                             timeout: float = 240) -> int:
+    """Start a training stage, wait until its checkpoint has reached `min_step`, wait a random
+    moment more (the run is slowed with LMBUILD_STEP_DELAY_S), then SIGKILL its process group.
+    Returns the checkpointed step at the kill."""
+    import random
+    import signal
+    import time
+
+    import torch
+
+    env = stage_env()
+    env["LMBUILD_STEP_DELAY_S"] = "0.1"
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    state = workdir / "checkpoints" / stage / "latest" / "state.pt"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"{stage} ended ({proc.returncode}) before the kill:\n"
+                                     f"{proc.stderr.read().decode()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{stage}: no checkpoint at step >= {min_step} within {timeout} s")
+            if state.exists():
+                try:
+                    step = torch.load(state, map_location="cpu", weights_only=False)["step"]
+                except Exception:  # replaced while reading
+                    step = -1
+                if step >= min_step:
+                    break
+            time.sleep(0.05)
+        time.sleep(random.Random(seed).uniform(0.3, 0.6))  # a few steps past the checkpoint
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    return torch.load(state, map_location="cpu", weights_only=False)["step"]

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, Project, stage_env
+from conftest import REPO, Project, sigkill_after_checkpoint, stage_env
 from lmbuild.params import validate_section
 from lmbuild.train.data import BlockOrder, TokenStream, rank_samples, unigram_loss, val_blocks
 from lmbuild.train.model import build_model, choose_attention, count_params
@@ -185,12 +185,37 @@ def test_kill_and_resume_reaches_the_same_loss(tmp_path, inputs, trained):
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
     assert resumed["tokens_seen"] == full["tokens_seen"]
 
-    # the same checkpoint under changed params is refused, naming what to do
+    # a checkpoint made under other params is never loaded: on_mismatch stop refuses, naming what
+    # to do; restart (the default, what dvc repro needs) says so and trains from the start
     params = json.loads(json.dumps(PARAMS))
     params["pretrain"]["optim"]["lr"] = 0.02
+    params["pretrain"]["checkpoint"] = {**params["pretrain"]["checkpoint"], "on_mismatch": "stop"}
     proj.write_params(params)
     p = run(proj, "pretrain", check=False)
     assert p.returncode == 2 and "delete checkpoints/pretrain" in p.stderr and "Traceback" not in p.stderr
+    params["pretrain"]["checkpoint"]["on_mismatch"] = "restart"
+    proj.write_params(params)
+    p = run(proj, "pretrain", env={"LMBUILD_STOP_AFTER_STEPS": "2"}, check=False)
+    assert p.returncode == 3 and "not loaded, pretrain starts over" in p.stderr, p.stderr
+    assert torch.load(tmp_path / "checkpoints/pretrain/latest/state.pt", weights_only=False)["step"] == 2
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_resumes_to_the_same_loss(tmp_path, inputs, trained):
+    """A real kill -9 at a random moment after the step-8 checkpoint: the rerun resumes from the
+    checkpoint, ends at the uninterrupted run's loss, and the dvclive curves hold each step once."""
+    proj = make_project(tmp_path, inputs)
+    at = sigkill_after_checkpoint(tmp_path, "pretrain", min_step=8, seed=3)
+    assert 8 <= at < 24 and not (tmp_path / "models/pretrain").exists()
+    p = run(proj, "pretrain")
+    full = json.loads((trained.root / "metrics/pretrain.json").read_text())
+    resumed = json.loads((tmp_path / "metrics/pretrain.json").read_text())
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6), p.stderr
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
+    rows = [line.split("\t") for line in
+            (tmp_path / "dvclive/pretrain/plots/metrics/train/loss.tsv").read_text().splitlines()]
+    steps = [int(r[rows[0].index("step")]) for r in rows[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 24, steps
 
 
 @pytest.mark.slow

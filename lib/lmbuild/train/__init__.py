@@ -9,5 +9,6 @@ Modules, one component each (torchtitan style):
   flops.py       FLOPs per token and the MFU estimate
   checkpoint.py  fingerprinted, atomic, resumable checkpoints
   export.py      the Hugging Face model directory
-  loop.py        the Accelerate training loop tying them together
+  trainer.py     the Accelerate training loop (schedule, accumulation, clipping, checkpoints, logging)
+  causal_lm.py   the pretrain/anneal job: token blocks and per-domain val loss
 """

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +45,31 @@ def dir_digest(root: Path | str) -> str:
     return h.hexdigest()
 
 
-def fingerprint(params: dict, inputs: dict[str, Path]) -> dict:
-    """{'params': hash, 'inputs': {name: hash}, 'id': hash of both}."""
+def code_digest(package_dirs: list[Path]) -> str:
+    """Hash of the .py files of the packages that do the training: a resumed run must run the code
+    that wrote the checkpoint (dvc repro reruns a stage when its code changes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for root in package_dirs:
+        for p in sorted(Path(root).rglob("*.py")):
+            h.update(f"{p.parent.name}/{p.name}".encode() + b"\0" + file_digest(p).encode())
+    return h.hexdigest()
+
+
+def fingerprint(params: dict, inputs: dict[str, Path], code: str = "") -> dict:
+    """{'params': hash, 'inputs': {name: hash}, 'code': hash, 'id': hash of all}."""
     p = hashlib.blake2b(json.dumps(params, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
     ins = {name: dir_digest(path) if Path(path).is_dir() else file_digest(Path(path))
            for name, path in sorted(inputs.items())}
+    if code:
+        ins["code"] = code
     ident = hashlib.blake2b(json.dumps([p, ins], sort_keys=True).encode(), digest_size=16).hexdigest()
     return {"id": ident, "params": p, "inputs": ins}
 
 
-def check_fingerprint(ckpt_dir: Path, fp: dict, stage: str) -> bool:
-    """True when a matching checkpoint exists to resume; raise CheckpointError on a mismatch."""
+def check_fingerprint(ckpt_dir: Path, fp: dict, stage: str, on_mismatch: str = "stop") -> bool:
+    """True when a matching checkpoint exists to resume. A checkpoint made with other params or
+    inputs is never loaded: on_mismatch "restart" says so and trains from the start (what
+    `dvc repro` after a params change needs), "stop" raises CheckpointError."""
     latest, fp_path = ckpt_dir / "latest", ckpt_dir / "fingerprint.json"
     if not (latest / "state.pt").exists():
         return False
@@ -67,9 +82,14 @@ def check_fingerprint(ckpt_dir: Path, fp: dict, stage: str) -> bool:
     for name, h in fp["inputs"].items():
         if old.get("inputs", {}).get(name) != h:
             what.append(name)
+    if on_mismatch == "restart":
+        print(f"{ckpt_dir}: the checkpoint was made with different {', '.join(what) or 'inputs'}; not loaded, "
+              f"{stage} starts over", file=sys.stderr)
+        return False
     raise CheckpointError(
         f"{ckpt_dir}: the checkpoint was made with different {', '.join(what) or 'inputs'}; "
-        f"delete {ckpt_dir} to start {stage} over, or restore the params and inputs it was made with")
+        f"delete {ckpt_dir} to start {stage} over, or restore the params and inputs it was made with "
+        f"({stage}.checkpoint.on_mismatch: restart does this by itself)")
 
 
 def rng_state() -> dict:

@@ -13,10 +13,12 @@ from ..shards import atomic_dir
 
 
 def export_model(model: torch.nn.Module, tokenizer_dir: Path | str, out: Path | str,
-                 eot_id: int, pad_id: int) -> None:
+                 eos_ids: list[int], pad_id: int) -> None:
+    """eos_ids: generation stops on any of them (chat stages: <|im_end|> and <|endoftext|>)."""
     with atomic_dir(out) as tmp:
         model.config.use_cache = True
-        model.generation_config = GenerationConfig(bos_token_id=eot_id, eos_token_id=eot_id,
+        eos = eos_ids[0] if len(eos_ids) == 1 else list(eos_ids)
+        model.generation_config = GenerationConfig(bos_token_id=eos_ids[-1], eos_token_id=eos,
                                                    pad_token_id=pad_id, do_sample=False, max_new_tokens=64)
         model.save_pretrained(tmp, safe_serialization=True)
         for f in sorted(Path(tokenizer_dir).iterdir()):

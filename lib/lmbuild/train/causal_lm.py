@@ -1,0 +1,92 @@
+"""The pretrain and anneal job: a causal LM on fixed-length blocks of the token shards, with
+validation loss per domain on fixed held-out blocks (trainer.py runs the loop)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from .checkpoint import CheckpointError
+from .data import BlockOrder, DataError, TokenStream, rank_samples, unigram_loss, val_blocks
+from .model import ModelError, build_model, choose_attention, load_model
+from .trainer import Job, Stopped, TrainError, metric_key
+from .trainer import run as run_job
+
+
+@torch.no_grad()
+def evaluate(model, blocks: dict[str, torch.Tensor], device, batch: int, autocast) -> dict[str, float]:
+    """Mean loss per domain (`loss_<domain>`) and overall (`loss`, token-weighted) on fixed val blocks."""
+    was_training = model.training
+    model.eval()
+    out, tot_loss, tot_tok = {}, 0.0, 0
+    for domain, x in blocks.items():
+        loss_sum, n_tok = 0.0, 0
+        for i in range(0, len(x), batch):
+            xb = x[i:i + batch].to(device)
+            with autocast():
+                logits = model(input_ids=xb).logits.float()
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), xb[:, 1:].reshape(-1), reduction="sum")
+            loss_sum += loss.item()
+            n_tok += xb[:, 1:].numel()
+        out[f"loss_{metric_key(domain)}"] = loss_sum / max(n_tok, 1)
+        tot_loss, tot_tok = tot_loss + loss_sum, tot_tok + n_tok
+    out["loss"] = tot_loss / max(tot_tok, 1)
+    model.train(was_training)
+    return out
+
+
+def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokenizer_dir: Path,
+        out_model: Path, ckpt_dir: Path, live_dir: Path, init_model: Path | None = None) -> dict:
+    """Train one stage end to end; return the metrics tree (the caller writes it)."""
+    p, seed = params[stage], params["common"]["seed"]
+    L = p["seq_len"]
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train = TokenStream(tokens_dir / train_split)
+    meta = train.meta
+    eot, pad = int(meta["eot_id"]), int(meta.get("pad_id") if meta.get("pad_id") is not None else meta["eot_id"])
+    vocab = max(len(tok), int(meta["vocab_size"]))
+    order = BlockOrder(train.total, L, seed)
+    val = val_blocks(tokens_dir / "val", L, p["eval"]["blocks_per_domain"])
+
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    attn = choose_attention(p.get("attn_implementation", "auto"), device)
+    if init_model is None:
+        model = build_model(p["model"], vocab, eot, pad, seed, attn)
+    else:
+        model = load_model(init_model, attn)
+        if model.get_input_embeddings().weight.shape[0] < vocab:
+            raise ModelError(f"{init_model}: vocab {model.get_input_embeddings().weight.shape[0]} is smaller than "
+                             f"the tokenizer's {vocab}; rerun pretrain with this tokenizer")
+    if L > model.config.max_position_embeddings:
+        raise TrainError(f"params.yaml: {stage}.seq_len ({L}) exceeds the model's max length "
+                         f"({model.config.max_position_embeddings})")
+
+    def batches(step, rank, world, micro):
+        out = []
+        for ids in rank_samples(step, p["batch_size"], rank, world, micro):
+            x = order.batch(train, ids)
+            out.append({"input_ids": x, "labels": x})
+        return out
+
+    inputs = {f"data/tokens/{train_split}": tokens_dir / train_split, "data/tokens/val": tokens_dir / "val",
+              "models/tokenizer": tokenizer_dir}
+    if init_model is not None:
+        inputs[str(init_model)] = init_model / "model.safetensors"
+    job = Job(stage=stage, params=p, seed=seed, model=model, batches=batches,
+              total_steps=max(1, p["max_tokens"] // (p["batch_size"] * L)), samples_per_epoch=order.n_blocks,
+              seq_len=L, evaluate=lambda m, dev, ac: evaluate(m, val, dev, p["eval"]["batch_size"], ac),
+              fingerprint_inputs=inputs, tokenizer_dir=tokenizer_dir, out_model=out_model, ckpt_dir=ckpt_dir,
+              live_dir=live_dir, eos_ids=[eot], pad_id=pad)
+    m = run_job(job)
+    ev = m.pop("eval")
+    m.pop("train")
+    return {"train_loss": m.pop("train_loss"), "train_loss_ema": m.pop("train_loss_ema"),
+            "val_loss": ev["loss"],
+            "val_loss_domain": {k[len("loss_"):]: v for k, v in ev.items() if k != "loss"},
+            "unigram_val_loss": unigram_loss(train, val, vocab), **m}
+
+
+__all__ = ["run", "TrainError", "Stopped", "DataError", "ModelError", "CheckpointError"]

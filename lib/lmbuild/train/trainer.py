@@ -1,0 +1,302 @@
+"""The training loop under Hugging Face Accelerate, shared by pretrain, anneal, sft and dpo: the
+same code runs on a CPU, one GPU, or `accelerate launch` / `torchrun` with several processes.
+
+A stage describes its run as a `Job`: the model, a function giving each process its
+micro-batches for an optimizer step, a loss (the model's LM loss unless the stage brings its
+own, as dpo does), an evaluation, and the inputs that make up the checkpoint fingerprint. The
+loop does the rest: learning-rate schedule, gradient accumulation, clipping, non-finite loss
+handling, loss-spike counting, dvclive logging, fingerprinted checkpoints and resume, export.
+
+One optimizer step consumes `batch_size` samples (the global batch), split evenly over
+processes and into micro-batches of `micro_batch_size`. Every process computes the same
+learning rate from the step number and reads its own slice of the seeded sample order, so a
+killed run resumes from its last checkpoint and ends at the same loss.
+
+Test hooks (environment, not params, so they do not change the fingerprint):
+  LMBUILD_STOP_AFTER_STEPS=N   checkpoint and exit (code 3) after optimizer step N
+  LMBUILD_FAULT_NAN_STEPS=3,5  make the loss non-finite at these steps (to test nan handling)
+  LMBUILD_STEP_DELAY_S=0.2     sleep after every step (gives a kill test time to hit mid-run)
+  LMBUILD_NO_PROGRESS=1        no progress bar
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+
+from . import checkpoint as ckpt
+from .export import export_model
+from .flops import flops_per_token, peak_flops
+from .model import count_params
+from .optim import make_optimizer
+from .schedule import lr_factor
+
+
+class TrainError(Exception):
+    """The run cannot go on (non-finite loss, bad batch geometry); the message says why."""
+
+
+class Stopped(Exception):
+    """LMBUILD_STOP_AFTER_STEPS was reached (a simulated kill, checkpoint written)."""
+
+
+Batch = dict[str, torch.Tensor]
+
+
+def lm_loss(model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean next-token loss over the labelled tokens (labels -100 are ignored)."""
+    return model(**batch).loss, {}
+
+
+def metric_key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name)
+
+
+@dataclass
+class Job:
+    stage: str
+    params: dict                    # the stage's validated params section
+    seed: int
+    model: torch.nn.Module          # fp32, freshly built or loaded from the previous stage
+    batches: Callable[[int, int, int, int], list[Batch]]   # (step, rank, world, micro) -> micro-batches
+    total_steps: int
+    samples_per_epoch: int
+    seq_len: int                    # for the FLOPs estimate
+    evaluate: Callable              # (model, device, autocast) -> {name: value}, logged as val/<name>
+    fingerprint_inputs: dict[str, Path]
+    tokenizer_dir: Path
+    out_model: Path
+    ckpt_dir: Path
+    live_dir: Path
+    eos_ids: list[int]
+    pad_id: int
+    loss_fn: Callable = lm_loss     # (model, batch) -> (loss, {name: detached scalar}) logged as train/<name>
+    log_params: dict = field(default_factory=dict)
+    code_dirs: list[Path] = field(default_factory=list)  # packages besides lmbuild.train whose code the run uses
+
+
+def _prune_live(live_dir: Path, last_step: int) -> None:
+    """Drop dvclive rows logged after the checkpoint being resumed (a kill loses them anyway),
+    so the curves have each step once."""
+    for tsv in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        col = lines[0].split("\t").index("step") if "step" in lines[0].split("\t") else None
+        if col is None:
+            continue
+        keep = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) <= last_step]
+        tsv.write_text("\n".join(keep) + "\n")
+
+
+def _tokens(batch: Batch) -> int:
+    return sum(v.numel() for k, v in batch.items() if k.endswith("input_ids"))
+
+
+def run(job: Job) -> dict:
+    """Train to job.total_steps (resuming a matching checkpoint), export the model; return metrics."""
+    p, stage = job.params, job.stage
+    accelerator = Accelerator(mixed_precision="bf16" if p["precision"] == "bf16" else "no",
+                              cpu=not torch.accelerator.is_available())
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    B, micro = p["batch_size"], p["micro_batch_size"]
+    if B % (world * micro):
+        raise TrainError(f"params.yaml: {stage}.batch_size ({B}) must be a multiple of "
+                         f"micro_batch_size ({micro}) x processes ({world})")
+    accum = B // (world * micro)
+    total_steps = job.total_steps
+    model = job.model
+    model.config.use_cache = False
+    optimizer = make_optimizer(model, p["optim"])
+
+    fp = ckpt.fingerprint({"common.seed": job.seed, stage: p}, job.fingerprint_inputs,
+                          ckpt.code_digest([Path(__file__).parent, *job.code_dirs]))
+    st = {"step": 0, "samples": 0, "tokens": 0, "skipped": 0, "spikes": 0, "loss_ema": None,
+          "last_loss": None, "train_time": 0.0}
+    resumed = ckpt.check_fingerprint(job.ckpt_dir, fp, stage, p["checkpoint"]["on_mismatch"])
+    if resumed:
+        saved = ckpt.load(job.ckpt_dir)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        ckpt.set_rng_state(saved["rng"])
+        st.update({k: saved[k] for k in st if k in saved})
+    raw_model = model
+    if p.get("compile"):
+        model = torch.compile(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    counts = count_params(raw_model)
+    cfg = raw_model.config
+    # matmul parameters: the layers plus the output head (counted once more when tied)
+    matmul = counts["non_embedding"] + (counts["embedding"] if cfg.tie_word_embeddings else 0)
+    fpt = flops_per_token(matmul, cfg.num_hidden_layers, cfg.hidden_size, job.seq_len)
+    peak, _ = peak_flops(device, torch.bfloat16 if p["precision"] == "bf16" else torch.float32,
+                         p.get("peak_tflops"))
+
+    live = None
+    if main:
+        from dvclive import Live
+        if resumed and job.live_dir.exists():
+            _prune_live(job.live_dir, st["step"])
+        from scmrepo.exceptions import SCMError
+        try:
+            live = Live(str(job.live_dir), resume=resumed and job.live_dir.exists(), save_dvc_exp=False,
+                        dvcyaml=None)
+        except SCMError as exc:
+            raise TrainError(f"{stage}: dvclive cannot read the git repository ({exc}); "
+                             f"commit once (git add -A && git commit) before running training stages") from None
+        live.log_params({"stage": stage, "total_steps": total_steps, "world_size": world, "accum": accum,
+                         "params_total": counts["total"], "resumed_from_step": st["step"], **job.log_params})
+
+    stop_after = int(os.environ.get("LMBUILD_STOP_AFTER_STEPS", "0") or 0)
+    delay = float(os.environ.get("LMBUILD_STEP_DELAY_S", "0") or 0)
+    fault = {int(s) for s in os.environ.get("LMBUILD_FAULT_NAN_STEPS", "").split(",") if s.strip()}
+    from tqdm import tqdm
+    bar = tqdm(total=total_steps, initial=st["step"], desc=stage, unit="step", file=sys.stderr,
+               disable=not main or bool(os.environ.get("LMBUILD_NO_PROGRESS")), dynamic_ncols=True)
+    o, sch = p["optim"], p["schedule"]
+    warmup = sch["warmup_steps"]
+    last_eval: dict[str, float] = {}
+    window_t, window_tok = time.perf_counter(), 0
+    extras_sum: dict[str, torch.Tensor] = {}
+    extras_n = 0
+    last_extras: dict[str, float] = {}
+    loss_val, gn = float("nan"), float("nan")
+
+    def save():
+        accelerator.wait_for_everyone()
+        if main:
+            ckpt.save(job.ckpt_dir, fp, raw_model,
+                      optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, dict(st))
+        accelerator.wait_for_everyone()
+
+    def log(step: int, values: dict[str, float]):
+        live.step = step
+        live.log_metric("tokens", st["tokens"])
+        for k, v in values.items():
+            live.log_metric(k, v if math.isfinite(v) else -1.0)
+
+    while st["step"] < total_steps:
+        step = st["step"]
+        t0 = time.perf_counter()
+        lr = o["lr"] * lr_factor(step, total_steps, sch["kind"], warmup, sch["min_lr_ratio"], sch["decay_fraction"])
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        batches = job.batches(step, rank, world, micro)
+        step_tokens = 0
+        for k, batch in enumerate(batches):
+            batch = {key: v.to(device) for key, v in batch.items()}
+            step_tokens += _tokens(batch)
+            sync = contextlib.nullcontext() if k == len(batches) - 1 else accelerator.no_sync(model)
+            with sync, accelerator.autocast():
+                loss, extras = job.loss_fn(model, batch)
+                if step + 1 in fault:
+                    loss = loss * float("nan")
+                accelerator.backward(loss / accum)
+            loss_sum += loss.detach().float() / accum
+            for name, v in extras.items():
+                extras_sum[name] = extras_sum.get(name, 0.0) + v.detach().float() / accum
+        extras_n += 1
+        loss_val = accelerator.reduce(loss_sum, "mean").item()
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), o["grad_clip"]) if o["grad_clip"] > 0 else None
+        gn = float(grad_norm) if grad_norm is not None else float("nan")
+        finite = math.isfinite(loss_val) and (grad_norm is None or math.isfinite(gn))
+        if not finite:
+            if p["nan"]["policy"] == "stop":
+                bar.close()
+                raise TrainError(f"{stage}: non-finite loss or gradient at step {step + 1} (loss {loss_val}, grad "
+                                 f"norm {gn}); lower {stage}.optim.lr, raise warmup, or set {stage}.nan.policy: skip")
+            st["skipped"] += 1
+            optimizer.zero_grad(set_to_none=True)
+            if st["skipped"] > p["nan"]["max_skipped"]:
+                raise TrainError(f"{stage}: {st['skipped']} non-finite steps (last at step {step + 1}) exceed "
+                                 f"{stage}.nan.max_skipped ({p['nan']['max_skipped']}); lower the lr")
+        else:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema = st["loss_ema"]
+            if ema is not None and step >= warmup and loss_val > p["spike"]["ratio"] * ema:
+                st["spikes"] += 1
+            st["loss_ema"] = loss_val if ema is None else p["spike"]["beta"] * ema + (1 - p["spike"]["beta"]) * loss_val
+            st["last_loss"] = loss_val
+        st["step"] += 1
+        st["samples"] += B
+        st["tokens"] += step_tokens * world
+        st["train_time"] += time.perf_counter() - t0
+        if delay:
+            time.sleep(delay)
+        window_tok += step_tokens * world
+        bar.update(1)
+
+        done = st["step"] == total_steps
+        logged = False
+        if st["step"] % p["log_every"] == 0 or done:
+            now = time.perf_counter()
+            tps = window_tok / max(now - window_t, 1e-9)
+            window_t, window_tok = now, 0
+            last_extras = {n: accelerator.reduce(v, "mean").item() / extras_n for n, v in extras_sum.items()}
+            extras_sum, extras_n = {}, 0
+            bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tps:,.0f}")
+            if live:
+                log(st["step"], {"train/loss": loss_val, "train/lr": lr, "train/grad_norm": gn,
+                                 "perf/tokens_per_s": tps, "perf/mfu": tps * fpt / peak,
+                                 "train/spikes": st["spikes"], "train/skipped": st["skipped"],
+                                 **{f"train/{n}": v for n, v in last_extras.items()}})
+            logged = True
+        if st["step"] % p["eval"]["every_steps"] == 0 or done:
+            last_eval = job.evaluate(raw_model, device, accelerator.autocast)
+            if live:
+                log(st["step"], {f"val/{metric_key(n)}": v for n, v in last_eval.items()})
+            logged = True
+        if live and logged:
+            live.next_step()
+        if st["step"] % p["checkpoint"]["every_steps"] == 0 or done or st["step"] == stop_after:
+            save()
+        if st["step"] == stop_after and not done:
+            bar.close()
+            if live:
+                live.end()
+            raise Stopped(f"{stage}: stopped after step {stop_after} (LMBUILD_STOP_AFTER_STEPS); "
+                          f"checkpoint in {job.ckpt_dir}")
+    bar.close()
+
+    if not last_eval:  # resumed a finished run
+        last_eval = job.evaluate(raw_model, device, accelerator.autocast)
+    accelerator.wait_for_everyone()
+    if main:
+        export_model(raw_model, job.tokenizer_dir, job.out_model, job.eos_ids, job.pad_id)
+        if live:
+            live.end()
+    tps = st["tokens"] / max(st["train_time"], 1e-9)
+    return {
+        "train_loss": st["last_loss"] if st["last_loss"] is not None else float("nan"),
+        "train_loss_ema": st["loss_ema"] if st["loss_ema"] is not None else float("nan"),
+        "train": last_extras,
+        "eval": last_eval,
+        "tokens_seen": st["tokens"],
+        "steps": st["step"],
+        "epochs": st["samples"] / max(job.samples_per_epoch, 1),
+        "tokens_per_s": tps,
+        "mfu": tps * fpt / peak,
+        "peak_tflops": peak / 1e12,
+        "flops_per_token": fpt,
+        "wall_time_s": st["train_time"],
+        "nan_skipped_steps": st["skipped"],
+        "loss_spikes": st["spikes"],
+        "parameters": counts["total"],
+        "parameters_non_embedding": counts["non_embedding"],
+        "world_size": world,
+    }
