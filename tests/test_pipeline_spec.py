@@ -68,6 +68,9 @@ def closure(script: Path) -> set[Path]:
     return files
 
 
+SHARED_SECTIONS = {"tasks"}
+
+
 def covered(path: Path, deps: list[str]) -> bool:
     rel = path.relative_to(REPO).as_posix()
     return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
@@ -78,10 +81,16 @@ def test_stage_contract(name):
     stage = DVC["stages"][name]
     assert stage.get("desc"), f"{name}: needs a desc"
     assert stage["cmd"] == f"python -m stages.{name}"
-    assert stage["params"] == ["common", name]
+    # common, shared sections (several stages read `tasks`), then the stage's own section; dpo_pairs
+    # reads only dpo.pairs so that a change of the dpo loss keeps the pairs and reference log-probs
+    params = stage["params"]
+    own = params[-1].split(".")[0]
+    assert params[0] == "common" and set(params[1:-1]) <= SHARED_SECTIONS, params
+    assert own == name or name.startswith(own + "_"), params
     deps = stage["deps"]
     assert f"stages/{name}.py" in deps
-    assert f"specs/{name}.yaml" in deps and "specs/common.yaml" in deps
+    for section in {p.split(".")[0] for p in params}:
+        assert f"specs/{section}.yaml" in deps, section
     missing = sorted(p.relative_to(REPO).as_posix() for p in closure(REPO / "stages" / f"{name}.py")
                      if not covered(p, deps))
     assert not missing, f"stage {name} imports lib modules it does not declare as deps: {missing}"

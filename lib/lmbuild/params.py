@@ -150,11 +150,13 @@ def read_params_file(path: Path) -> dict:
     return data or {}
 
 
-def load_params(stage: str, path: Path | str = "params.yaml", specs_dir: Path = SPECS) -> dict:
-    """Return {'common': ..., stage: ...} validated, or raise ParamsError."""
+def load_params(stage: str, path: Path | str = "params.yaml", specs_dir: Path = SPECS,
+                shared: tuple[str, ...] = ()) -> dict:
+    """Return {'common': ..., <shared sections>..., stage: ...} validated, or raise ParamsError.
+    `shared`: sections several stages read (e.g. `tasks`), listed in their dvc.yaml params too."""
     raw = read_params_file(Path(path))
     problems, out = [], {}
-    for section in ("common", stage):
+    for section in ("common", *shared, stage):
         if section not in raw:
             problems.append(f"{path}: {section}: section is missing")
             continue
@@ -167,10 +169,10 @@ def load_params(stage: str, path: Path | str = "params.yaml", specs_dir: Path = 
     return out
 
 
-def load_params_or_exit(stage: str, path: Path | str = "params.yaml") -> dict:
+def load_params_or_exit(stage: str, path: Path | str = "params.yaml", shared: tuple[str, ...] = ()) -> dict:
     """Stage entry point: print one line per problem to stderr and exit 2 on invalid params."""
     try:
-        return load_params(stage, path)
+        return load_params(stage, path, shared=shared)
     except ParamsError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)

@@ -63,22 +63,32 @@ class TokenStream:
         return counts
 
 
-class BlockOrder:
-    """Sample i -> block index: a fresh seeded permutation of all blocks per epoch."""
+class EpochOrder:
+    """Sample i (counted over the whole run) -> item index: a fresh seeded permutation per epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self._perm: dict[int, np.ndarray] = {}
+
+    def index(self, i: int) -> int:
+        epoch, j = divmod(i, self.n)
+        if epoch not in self._perm:
+            self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return int(self._perm[epoch][j])
+
+
+class BlockOrder(EpochOrder):
+    """Sample i -> block of seq_len tokens, in a seeded order per epoch."""
 
     def __init__(self, n_tokens: int, seq_len: int, seed: int):
         self.seq_len = seq_len
         self.n_blocks = n_tokens // seq_len
         if self.n_blocks == 0:
             raise DataError(f"only {n_tokens} tokens, fewer than one block of seq_len {seq_len}")
-        self.seed = seed
-        self._perm: dict[int, np.ndarray] = {}
+        super().__init__(self.n_blocks, seed)
 
     def block(self, i: int) -> int:
-        epoch, j = divmod(i, self.n_blocks)
-        if epoch not in self._perm:
-            self._perm = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n_blocks)}
-        return int(self._perm[epoch][j])
+        return self.index(i)
 
     def batch(self, stream: TokenStream, samples) -> torch.Tensor:
         rows = [stream.read(self.block(i) * self.seq_len, self.seq_len) for i in samples]

@@ -3,11 +3,10 @@ generation_config.json and the tokenizer files, appearing atomically."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig
+from transformers import AutoTokenizer, GenerationConfig
 
 from ..shards import atomic_dir
 
@@ -21,6 +20,5 @@ def export_model(model: torch.nn.Module, tokenizer_dir: Path | str, out: Path | 
         model.generation_config = GenerationConfig(bos_token_id=eos_ids[-1], eos_token_id=eos,
                                                    pad_token_id=pad_id, do_sample=False, max_new_tokens=64)
         model.save_pretrained(tmp, safe_serialization=True)
-        for f in sorted(Path(tokenizer_dir).iterdir()):
-            if f.is_file():
-                shutil.copy2(f, tmp / f.name)
+        # the tokenizer's own files only: tokenizer_dir may be a model directory (the previous stage's)
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)

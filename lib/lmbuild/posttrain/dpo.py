@@ -1,0 +1,186 @@
+"""The dpo_pairs and dpo jobs.
+
+dpo_pairs: build the preference pair set (files, or on-policy samples from the SFT model ranked
+by a scorer), tokenise it, and add the reference model's log-probs (the SFT model, fp32), all in
+one JSONL file. dpo: train the SFT model on those pairs with the loss `dpo.loss` selects, reading
+the cached reference log-probs instead of running a reference model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from ..params import ParamsError
+from ..shards import atomic_dir
+from ..train.data import EpochOrder, rank_samples
+from ..train.model import choose_attention, load_model
+from ..train.trainer import Job
+from ..train.trainer import run as run_job
+from .generation import task_accuracy, task_prompts
+from .logprobs import completion_logps, sequence_logps
+from .pairs import (assign_splits, encode_pair, from_files, link_mismatched, on_policy, pair_tensors,
+                    reference_logps)
+from .preference_losses import DEFAULTS, NEEDS_KL_SAMPLES, LossOut, PairLogps, preference_loss, reward_metrics
+from .sft import chat_ids
+from .task_setup import heldout
+
+PAIR_FILE = "pairs.jsonl"
+
+
+def build_pairs(params: dict, *, ref_model: Path, out_dir: Path, root: Path = Path(".")) -> dict:
+    pp, tp, seed = params["dpo"]["pairs"], params["tasks"], params["common"]["seed"]
+    tok = AutoTokenizer.from_pretrained(ref_model)
+    eos_ids, pad_id = chat_ids(tok)
+    model = load_model(ref_model, "sdpa")
+    stats: dict = {}
+    if pp["source"] == "on_policy":
+        records, stats = on_policy(model, tok, tp, pp, seed, eos_ids, pad_id)
+        rejects = []
+    else:
+        if not pp["files"]:
+            raise ParamsError(["params.yaml: dpo.pairs.files: source files needs at least one file"])
+        records, rejects = from_files(pp["files"], root)
+    assign_splits(records, pp["val_fraction"])
+    rows, too_long = [], 0
+    for rec in records:
+        enc = encode_pair(tok, rec, pp["max_len"])
+        if enc is None:
+            too_long += 1
+            continue
+        rows.append({**rec, **enc})
+    if not any(r["split"] == "train" for r in rows):
+        raise ParamsError([f"dpo.pairs: no training pairs ({len(records)} built, {too_long} too long, "
+                           f"{stats.get('tied_prompts', 0)} prompts tied); raise dpo.pairs.prompts_per_family or "
+                           f"samples, or check the files"])
+    for split in ("train", "val"):
+        part = [r for r in rows if r["split"] == split]
+        if part:
+            link_mismatched(part)
+            reference_logps(model, part, pad_id, pp["batch_size"])
+    with atomic_dir(out_dir) as tmp:
+        with open(tmp / PAIR_FILE, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n")
+        with open(tmp / "rejected.jsonl", "w") as f:
+            for r in rejects:
+                f.write(json.dumps(r, sort_keys=True) + "\n")
+    train = [r for r in rows if r["split"] == "train"]
+    return {"pairs_train": len(train), "pairs_val": len(rows) - len(train), "rejected_rows": len(rejects),
+            "dropped_too_long": too_long, **stats,
+            "chosen_score_mean": _mean([r.get("chosen_score", math.nan) for r in rows]),
+            "rejected_score_mean": _mean([r.get("rejected_score", math.nan) for r in rows]),
+            "chosen_tokens_mean": _mean([len(r["chosen_ids"]) for r in rows]),
+            "rejected_tokens_mean": _mean([len(r["rejected_ids"]) for r in rows]),
+            "ref_logp_chosen_mean": _mean([r["ref_chosen"] for r in rows]),
+            "ref_logp_rejected_mean": _mean([r["ref_rejected"] for r in rows])}
+
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def loss_settings(p: dict) -> dict:
+    """The loss's hyperparameters: its paper defaults, dpo.beta where the loss has one, then
+    dpo.loss_params; unknown names are a params error."""
+    kind, hp = p["loss"], dict(DEFAULTS[p["loss"]])
+    if p["beta"] is not None:
+        key = "beta" if "beta" in hp else "tau" if "tau" in hp else None
+        if key is None:
+            raise ParamsError([f"params.yaml: dpo.beta: the {kind} loss has no beta (its settings: "
+                               f"{', '.join(hp) or 'none'}); set them in dpo.loss_params"])
+        hp[key] = p["beta"]
+    for k, v in p["loss_params"].items():
+        if k not in hp:
+            raise ParamsError([f"params.yaml: dpo.loss_params.{k}: not a setting of the {kind} loss "
+                               f"(known: {', '.join(hp) or 'none'})"])
+        hp[k] = v
+    return hp
+
+
+def _pair_logps(model, batch: dict, n: int, kl: bool) -> PairLogps:
+    per = completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    sums, lens = sequence_logps(per, batch["completion_mask"])
+    return PairLogps(chosen=sums[:n], rejected=sums[n:2 * n], chosen_len=lens[:n], rejected_len=lens[n:2 * n],
+                     ref_chosen=batch["ref_chosen"], ref_rejected=batch["ref_rejected"],
+                     kl_policy=sums[2 * n:] if kl else None, kl_ref=batch["ref_kl"] if kl else None)
+
+
+def _to_batch(rows: list[dict], pad_id: int, kl: bool) -> dict[str, torch.Tensor]:
+    t = pair_tensors(rows, pad_id, kl=kl)
+    for k in ("ref_chosen", "ref_rejected", "ref_kl"):
+        t[k] = torch.tensor([r[k] for r in rows], dtype=torch.float32)
+    return t
+
+
+def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
+    p, tp, seed = params["dpo"], params["tasks"], params["common"]["seed"]
+    kind, hp = p["loss"], loss_settings(p)
+    kl = kind in NEEDS_KL_SAMPLES
+    rows = [json.loads(line) for line in (pairs_dir / PAIR_FILE).read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    val = [r for r in rows if r["split"] == "val"]
+    tok = AutoTokenizer.from_pretrained(init_model)
+    eos_ids, pad_id = chat_ids(tok)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    model = load_model(init_model, choose_attention(p["attn_implementation"], device))
+    tests = heldout(tp, seed)
+    prompts = task_prompts(tok, tests)
+
+    def accuracy(m):
+        return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=4 * p["eval"]["batch_size"],
+                             eos_ids=eos_ids, pad_id=pad_id, prompts=prompts)
+
+    start = accuracy(model)
+    order = EpochOrder(len(train), seed)
+
+    def batches(step, rank, world, micro):
+        return [_to_batch([train[order.index(i)] for i in ids], pad_id, kl)
+                for ids in rank_samples(step, p["batch_size"], rank, world, micro)]
+
+    def loss_fn(m, batch):
+        n = batch["ref_chosen"].shape[0]
+        out = preference_loss(kind, _pair_logps(m, batch, n, kl), **hp)
+        return out.loss, {k: torch.tensor(v) for k, v in reward_metrics(out).items()}
+
+    @torch.no_grad()
+    def evaluate(m, dev, autocast):
+        was = m.training
+        m.eval()
+        outs, pol_c, pol_r = [], [], []
+        for i in range(0, len(val), p["eval"]["batch_size"]):
+            chunk = val[i:i + p["eval"]["batch_size"]]
+            batch = {k: v.to(dev) for k, v in _to_batch(chunk, pad_id, kl).items()}
+            with autocast():
+                lp = _pair_logps(m, batch, len(chunk), kl)
+            outs.append(preference_loss(kind, lp, **hp))
+            pol_c.append(lp.chosen)
+            pol_r.append(lp.rejected)
+        m.train(was)
+        res = {}
+        if outs:
+            merged = LossOut(loss=torch.stack([o.loss for o in outs]).mean(),
+                             chosen_reward=torch.cat([o.chosen_reward for o in outs]),
+                             rejected_reward=torch.cat([o.rejected_reward for o in outs]))
+            res = {"loss": float(merged.loss), **reward_metrics(merged),
+                   "logp_chosen": float(torch.cat(pol_c).mean()), "logp_rejected": float(torch.cat(pol_r).mean())}
+        return {**res, **accuracy(m)}
+
+    total_steps = max(1, math.ceil(p["epochs"] * len(train) / p["batch_size"]))
+    width = max(len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in train)
+    job = Job(stage="dpo", params=p, seed=seed, model=model, batches=batches, total_steps=total_steps,
+              samples_per_epoch=len(train), seq_len=width, evaluate=evaluate,
+              fingerprint_inputs={"init_model": init_model / "model.safetensors", "pairs": pairs_dir / PAIR_FILE},
+              tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
+              eos_ids=eos_ids, pad_id=pad_id, loss_fn=loss_fn, code_dirs=[Path(__file__).parent],
+              log_params={"loss": kind, **{f"loss_{k}": v for k, v in hp.items()}, "pairs": len(train)})
+    m = run_job(job)
+    ev = m.pop("eval")
+    return {"train_loss": m.pop("train_loss"), "train_loss_ema": m.pop("train_loss_ema"),
+            "train": m.pop("train"), "val": {k: v for k, v in ev.items() if not k.startswith("task_")},
+            **{k: v for k, v in ev.items() if k.startswith("task_")}, "start": start,
+            "pairs_train": len(train), "pairs_val": len(val), **m}

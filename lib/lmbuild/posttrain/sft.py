@@ -1,0 +1,124 @@
+"""The sft job: the previous stage's model trained on the packed chat mixture (assistant tokens
+only), with validation loss on held-out conversations and greedy accuracy on the held-out task
+problems, run by the shared trainer (Accelerate, schedule, checkpoints, dvclive)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from ..shards import atomic_dir
+from ..tokenize.chat_template import EOT, IM_END
+from ..train.data import EpochOrder, rank_samples
+from ..train.model import choose_attention, load_model
+from ..train.trainer import Job
+from ..train.trainer import run as run_job
+from .generation import task_accuracy, task_prompts
+from .packing import model_inputs, pack
+from .sft_data import build
+from .task_setup import heldout
+
+
+def chat_ids(tok) -> tuple[list[int], int]:
+    """(eos ids: <|im_end|> then <|endoftext|>, pad id) of a tokenizer with lmbuild's template."""
+    eos = [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(EOT)]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[1]
+    return eos, pad
+
+
+def packed_loss(model, batch):
+    return model(**batch, use_cache=False).loss, {}
+
+
+@torch.no_grad()
+def val_loss(model, packed, attn: str, batch_size: int, device, autocast) -> float:
+    """Mean loss over the assistant tokens of the packed validation rows."""
+    total, count = 0.0, 0
+    for i in range(0, len(packed.input_ids), batch_size):
+        rows = {k: getattr(packed, k)[i:i + batch_size] for k in ("input_ids", "labels", "position_ids", "seq_ids")}
+        inputs = model_inputs(rows, attn, with_labels=True)
+        inputs.pop("use_cache")
+        labels = inputs.pop("labels").to(device)
+        with autocast():
+            logits = model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False).logits.float()
+        logits = logits.reshape(labels.shape[0], labels.shape[1], -1) if logits.dim() == 3 else logits
+        shift = labels[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), shift.reshape(-1),
+                                                 ignore_index=-100, reduction="sum")
+        total += loss.item()
+        count += int((shift != -100).sum())
+    return total / max(count, 1)
+
+
+def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt_dir: Path, live_dir: Path,
+        root: Path = Path(".")) -> dict:
+    p, tp, seed = params["sft"], params["tasks"], params["common"]["seed"]
+    L = p["seq_len"]
+    tok = AutoTokenizer.from_pretrained(init_model)
+    eos_ids, pad_id = chat_ids(tok)
+    data = build(p["sources"], tp, tok, L, seed, root)
+    if not data.train:
+        raise ValueError("sft: no training examples; check sft.sources")
+    train, val = pack(data.train, L, pad_id), pack(data.val, L, pad_id)
+    with atomic_dir(data_out) as tmp:
+        with open(tmp / "train.jsonl", "w") as f:
+            for rec in data.records:
+                f.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+        with open(tmp / "rejected.jsonl", "w") as f:
+            for rec in data.rejects:
+                f.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    attn = choose_attention(p["attn_implementation"], device)
+    model = load_model(init_model, attn)
+    if L > model.config.max_position_embeddings:
+        raise ValueError(f"params.yaml: sft.seq_len ({L}) exceeds the model's max length "
+                         f"({model.config.max_position_embeddings})")
+    tests = heldout(tp, seed)
+    prompts = task_prompts(tok, tests)
+    gen_batch = 4 * p["eval"]["batch_size"]
+
+    def accuracy(m):
+        return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=gen_batch,
+                             eos_ids=eos_ids, pad_id=pad_id, prompts=prompts)
+
+    start = accuracy(model)
+    order = EpochOrder(len(train.input_ids), seed)
+
+    def batches(step, rank, world, micro):
+        out = []
+        for ids in rank_samples(step, p["batch_size"], rank, world, micro):
+            idx = [order.index(i) for i in ids]
+            rows = {k: getattr(train, k)[idx] for k in ("input_ids", "labels", "position_ids", "seq_ids")}
+            inputs = model_inputs(rows, attn, with_labels=True)
+            inputs.pop("use_cache")
+            out.append(inputs)
+        return out
+
+    def evaluate(m, dev, autocast):
+        return {"loss": val_loss(m, val, attn, p["eval"]["batch_size"], dev, autocast) if len(val.input_ids)
+                else float("nan"), **accuracy(m)}
+
+    total_steps = max(1, math.ceil(p["epochs"] * len(train.input_ids) / p["batch_size"]))
+    job = Job(stage="sft", params=p, seed=seed, model=model, batches=batches, total_steps=total_steps,
+              samples_per_epoch=len(train.input_ids), seq_len=L, evaluate=evaluate,
+              fingerprint_inputs={"init_model": init_model / "model.safetensors", "sft_data": data_out / "train.jsonl"},
+              tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
+              eos_ids=eos_ids, pad_id=pad_id, loss_fn=packed_loss, code_dirs=[Path(__file__).parent],
+              log_params={"rows": len(train.input_ids), "examples": len(data.train)})
+    m = run_job(job)
+    ev = m.pop("eval")
+    m.pop("train")
+    return {
+        "train_loss": m.pop("train_loss"), "train_loss_ema": m.pop("train_loss_ema"),
+        "val_loss": ev["loss"],
+        **{k: v for k, v in ev.items() if k != "loss"},
+        "start": start,
+        "examples": len(data.train), "val_examples": len(data.val), "rejected": len(data.rejects),
+        "packed_rows": len(train.input_ids), "packing_fill": train.fill, "truncated_examples": train.n_truncated,
+        "sources": data.per_source, **m,
+    }
