@@ -228,7 +228,7 @@ def run(job: Job) -> dict:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             ema = st["loss_ema"]
-            if ema is not None and step >= warmup and loss_val > p["spike"]["ratio"] * ema:
+            if ema is not None and ema > 0 and step >= warmup and loss_val > p["spike"]["ratio"] * ema:
                 st["spikes"] += 1
             st["loss_ema"] = loss_val if ema is None else p["spike"]["beta"] * ema + (1 - p["spike"]["beta"]) * loss_val
             st["last_loss"] = loss_val
