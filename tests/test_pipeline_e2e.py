@@ -191,6 +191,16 @@ SMALL_TRAINING = {
                            "max_length": 128}},
     "anneal": {"max_tokens": 1024, "seq_len": 64, "batch_size": 8, "micro_batch_size": 8, "log_every": 2,
                "eval": {"every_steps": 2, "blocks_per_domain": 1}, "checkpoint": {"every_steps": 2}},
+    "tasks": {"families": ["sort", "count"], "test_examples": 8, "max_new_tokens": 12},
+    "sft": {"sources": [{"name": "tasks", "type": "tasks", "count": 100}], "seq_len": 64, "batch_size": 8,
+            "micro_batch_size": 8, "epochs": 2, "optim": {"lr": 0.01}, "eval": {"every_steps": 10, "batch_size": 8},
+            "checkpoint": {"every_steps": 10}},
+    # pairs from a file: a model this small rarely writes an answer line, so sampled pairs would tie
+    "dpo": {"pairs": {"source": "files", "files": [{"path": "prefs.jsonl"}], "max_len": 48, "val_fraction": 0.2},
+            "batch_size": 8, "micro_batch_size": 8, "epochs": 1, "eval": {"every_steps": 4, "batch_size": 8},
+            "checkpoint": {"every_steps": 4}},
+    "rlvr": {"steps": 2, "batch_size": 4, "micro_batch_size": 4, "group_size": 4, "prompts_per_family": 20,
+             "eval": {"every_steps": 2, "batch_size": 32}, "checkpoint": {"every_steps": 2}},
 }
 
 
@@ -207,6 +217,9 @@ def test_dvc_reruns_only_what_changed(tmp_path):
     import yaml
 
     _git_copy(tmp_path)
+    prefs = [{"prompt": f"Sort: {a} {b}", "chosen": f"Answer: {min(a, b)} {max(a, b)}", "rejected": f"Answer: {a}"}
+             for a in range(1, 9) for b in range(1, 9) if a != b]
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
     original = yaml.safe_dump(small_training(yaml.safe_load((tmp_path / "params.yaml").read_text())),
                               sort_keys=False)
     (tmp_path / "params.yaml").write_text(original)
@@ -244,6 +257,17 @@ def test_dvc_reruns_only_what_changed(tmp_path):
     ran = {name for name in PIPELINE if f"Running stage '{name}'" in fourth.stdout}
     assert ran == downstream_of("pretrain") and {"pretrain", "anneal"} <= ran, fourth.stdout
     assert not ran & set(STAGES), fourth.stdout
+
+    # the dpo loss or beta reruns dpo and what follows; the pairs and their cached reference
+    # log-probs (dpo_pairs reads only dpo.pairs) are reused
+    for change in ({"loss": "simpo", "beta": 2.0}, {"beta": 0.2}):
+        params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        params["dpo"].update(change)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = dvc(tmp_path, "repro")
+        assert out.returncode == 0, out.stderr
+        ran = {name for name in PIPELINE if f"Running stage '{name}'" in out.stdout}
+        assert "dpo" in ran and "dpo_pairs" not in ran and ran <= downstream_of("dpo"), out.stdout
 
 
 @pytest.mark.parametrize("stage", STAGES[1:])

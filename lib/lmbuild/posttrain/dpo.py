@@ -19,7 +19,7 @@ from ..params import ParamsError
 from ..shards import atomic_dir
 from ..train.data import EpochOrder, rank_samples
 from ..train.model import choose_attention, load_model
-from ..train.trainer import Job
+from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
 from .generation import task_accuracy, task_prompts
 from .logprobs import completion_logps, sequence_logps
@@ -135,7 +135,8 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
         return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=4 * p["eval"]["batch_size"],
                              eos_ids=eos_ids, pad_id=pad_id, prompts=prompts)
 
-    start = accuracy(model)
+    with precision_context(p["precision"], device):  # as the trained model is measured
+        start = accuracy(model)
     order = EpochOrder(len(train), seed)
 
     def batches(step, rank, world, micro):

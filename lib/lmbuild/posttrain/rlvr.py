@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 from ..params import ParamsError
 from ..train.data import EpochOrder, rank_samples
 from ..train.model import choose_attention, load_model
-from ..train.trainer import Job
+from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
 from .chat_data import encode_prompt
 from .generation import sample, task_accuracy, task_prompts
@@ -65,7 +65,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
         return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"],
                              eos_ids=eos_ids, pad_id=pad_id, prompts=test_prompts)
 
-    start = accuracy(model)
+    with precision_context(p["precision"], device):  # as the trained model is measured
+        start = accuracy(model)
     rounds: dict[tuple[int, int], list[dict]] = {}
 
     @torch.no_grad()
@@ -96,10 +97,10 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
             dev = {k: v.to(device) for k, v in batch.items()}
             if mu > 1:
                 batch["old_logp"] = completion_logps(model, dev["input_ids"], dev["attention_mask"],
-                                                     dev["completion_mask"]).cpu()
+                                                     dev["completion_mask"], p["temperature"]).cpu()
             if ref is not None:
                 batch["ref_logp"] = completion_logps(ref, dev["input_ids"], dev["attention_mask"],
-                                                     dev["completion_mask"]).cpu()
+                                                     dev["completion_mask"], p["temperature"]).cpu()
             groups_correct = torch.tensor(correct).view(-1, G).amax(dim=1)
             batch["stat_reward"] = rw.mean()
             batch["stat_correct"] = torch.tensor(correct).mean()
@@ -119,7 +120,9 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
 
     def loss_fn(m, batch):
         stats = {k[len("stat_"):]: batch[k] for k in batch if k.startswith("stat_")}
-        logp = completion_logps(m, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        # log-probs of the sampling distribution: the same temperature as the samples
+        logp = completion_logps(m, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                                p["temperature"])
         old = batch.get("old_logp", logp.detach())
         loss, st = policy_loss(logp, old, batch["advantages"], batch["completion_mask"], clip_eps=p["clip_eps"],
                                ref_logp=batch.get("ref_logp"), kl_coef=p["kl_coef"], agg=p["loss_aggregation"])

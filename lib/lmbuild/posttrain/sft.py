@@ -15,7 +15,7 @@ from ..shards import atomic_dir
 from ..tokenize.chat_template import EOT, IM_END
 from ..train.data import EpochOrder, rank_samples
 from ..train.model import choose_attention, load_model
-from ..train.trainer import Job
+from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
 from .generation import task_accuracy, task_prompts
 from .packing import model_inputs, pack
@@ -86,7 +86,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
         return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=gen_batch,
                              eos_ids=eos_ids, pad_id=pad_id, prompts=prompts)
 
-    start = accuracy(model)
+    with precision_context(p["precision"], device):  # as the trained model is measured
+        start = accuracy(model)
     order = EpochOrder(len(train.input_ids), seed)
 
     def batches(step, rank, world, micro):

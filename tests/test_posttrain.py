@@ -1,0 +1,174 @@
+"""sft, dpo_pairs, dpo and rlvr as stages on a tiny model in a scratch project: every model opens
+with AutoModelForCausalLM and answers through the chat template; bad rows of a user chat file are
+set aside with file:line; the pair file carries reference log-probs; every loss trains; a killed
+sft resumes to the same loss; bad loss settings are one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import Project, sigkill_after_checkpoint, stage_env
+from lmbuild.params import validate_section
+from lmbuild.train.export import export_model
+from lmbuild.train.model import build_model
+from train_data import make_tokenizer, synthetic_docs
+
+pytestmark = pytest.mark.slow
+
+TRAIN = {"precision": "fp32", "log_every": 2, "micro_batch_size": 8, "batch_size": 8}
+PARAMS = {
+    "common": {"seed": 3},
+    "tasks": {"families": ["sort", "count"], "test_examples": 8, "max_new_tokens": 12},
+    "sft": {**TRAIN, "sources": [{"name": "tasks", "type": "tasks", "count": 150},
+                                 {"name": "chat", "type": "file", "path": "chat.jsonl", "count": 40, "val_fraction": 0.0}],
+            "epochs": 4, "seq_len": 64, "optim": {"lr": 0.01}, "eval": {"every_steps": 4, "batch_size": 8},
+            "checkpoint": {"every_steps": 4}},
+    "dpo": {**TRAIN, "pairs": {"prompts_per_family": 24, "samples": 4, "max_len": 48, "val_fraction": 0.2,
+                               "batch_size": 64},
+            "loss": "dpo", "beta": 0.1, "epochs": 1, "optim": {"lr": 0.001},
+            "eval": {"every_steps": 2, "batch_size": 8}, "checkpoint": {"every_steps": 2}},
+    "rlvr": {**TRAIN, "steps": 3, "batch_size": 4, "micro_batch_size": 2, "group_size": 4, "prompts_per_family": 50,
+             "optim": {"lr": 0.001}, "kl_coef": 0.05, "eval": {"every_steps": 3, "batch_size": 32},
+             "checkpoint": {"every_steps": 3}},
+}
+CHAT = [
+    {"messages": [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}]},
+    {"instruction": "Name a colour", "input": "", "output": "red"},
+    "{not json",
+    {"messages": [{"role": "user", "content": "no answer"}]},
+]
+
+
+def run(root, stage, env=None, check=True):
+    e = stage_env()
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=e, capture_output=True, text=True,
+                       timeout=600)
+    if check and p.returncode:
+        raise AssertionError(f"{stage} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return p
+
+
+def make_project(root, params=PARAMS) -> Project:
+    root.mkdir(parents=True, exist_ok=True)
+    proj = Project(root)
+    proj.write_params(json.loads(json.dumps(params)))
+    return proj
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A scratch project whose models/anneal is a tiny random Llama with the chat tokenizer."""
+    root = tmp_path_factory.mktemp("post")
+    tok = make_tokenizer([t for _, t in synthetic_docs(300)] + ["Sort: 3 1 2 Answer: 1 2 3 Count a in: a b a"],
+                         root / "models/tokenizer", 512)
+    m = {**validate_section("pretrain", {})["model"], "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+         "intermediate_size": 64, "max_length": 128}
+    eot, pad = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|pad|>")
+    export_model(build_model(m, len(tok), eot, pad, 0), root / "models/tokenizer", root / "models/anneal", [eot], pad)
+    lines = [json.dumps(r) if isinstance(r, dict) else r for r in CHAT]
+    (root / "chat.jsonl").write_text("\n".join(lines * 10) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def chain(base):
+    proj = make_project(base)
+    for stage in ("sft", "dpo_pairs", "dpo", "rlvr"):
+        run(base, stage)
+    return proj
+
+
+def chat_answer(path, question: str) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo", "rlvr"])
+def test_every_stage_writes_a_chat_model(chain, stage):
+    root = chain.root
+    assert chat_answer(root / "models" / stage, "Sort: 3 1 2")  # generates through the chat template
+    gen = json.loads((root / "models" / stage / "generation_config.json").read_text())
+    assert set(gen["eos_token_id"]) == {3, 0}  # <|im_end|> and <|endoftext|>
+    met = json.loads((root / "metrics" / f"{stage}.json").read_text())
+    for key in ("task_accuracy", "task_accuracy_sort", "task_accuracy_count", "start.task_accuracy", "tokens_per_s"):
+        assert key in met, key
+
+
+def test_sft_mixture_and_rejects(chain):
+    root = chain.root
+    met = json.loads((root / "metrics/sft.json").read_text())
+    assert met["sources.tasks.examples"] == 300 and met["sources.chat.examples"] == 40
+    rejected = [json.loads(line) for line in (root / "data/sft/rejected.jsonl").read_text().splitlines()]
+    reasons = {(r["location"].split(":")[-1], r["reason"]) for r in rejected}
+    # the file's format is the first row's (messages): the Alpaca row is rejected, not guessed
+    assert {("2", "missing_field:messages"), ("3", "malformed_json"), ("4", "no_assistant_turn")} <= reasons, reasons
+    assert met["rejected"] == len(rejected) == 30
+    records = [json.loads(line) for line in (root / "data/sft/train.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in records} == {"tasks", "chat"} and len(records) == 340
+    assert met["val_loss"] < 10 and 0 < met["packing_fill"] <= 1
+
+
+def test_dpo_pairs_carry_reference_logps(chain):
+    rows = [json.loads(line) for line in (chain.root / "data/dpo/pairs.jsonl").read_text().splitlines()]
+    assert rows and {"train"} <= {r["split"] for r in rows}
+    for r in rows:
+        assert r["chosen_score"] > r["rejected_score"]
+        assert r["ref_chosen"] < 0 and r["ref_rejected"] < 0 and r["ref_kl"] < 0
+        assert r["prompt_ids"] and r["chosen_ids"] and r["rejected_ids"]
+    met = json.loads((chain.root / "metrics/dpo.json").read_text())
+    assert 0 <= met["train.reward_accuracy"] <= 1 and "val.reward_margin" in met
+
+
+def test_every_loss_trains_on_the_cached_pairs(chain, tmp_path, monkeypatch):
+    """Each loss runs through the dpo job on the same cached pairs (in-process: one import)."""
+    from lmbuild.params import validate_section as validate
+    from lmbuild.posttrain.dpo import run as run_dpo
+    from lmbuild.posttrain.preference_losses import LOSSES
+    monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
+    root = chain.root
+    for loss in LOSSES:
+        params = json.loads(json.dumps(PARAMS))
+        params["dpo"].update(loss=loss, beta=None, epochs=0.3, eval={"every_steps": 100, "batch_size": 8})
+        params = {"common": params["common"], "tasks": validate("tasks", params["tasks"]),
+                  "dpo": validate("dpo", params["dpo"])}
+        met = run_dpo(params, init_model=root / "models/sft", pairs_dir=root / "data/dpo",
+                      out_model=tmp_path / loss / "model", ckpt_dir=tmp_path / loss / "ckpt",
+                      live_dir=tmp_path / loss / "live")
+        assert met["steps"] >= 1 and met["train_loss"] == met["train_loss"], loss  # finite
+        assert 0 <= met["val"]["reward_accuracy"] <= 1, loss
+
+
+def test_bad_loss_settings_are_one_line(chain, tmp_path):
+    shutil.copytree(chain.root, tmp_path / "p", symlinks=True)
+    params = json.loads(json.dumps(PARAMS))
+    params["dpo"].update(loss="orpo", beta=0.2)
+    make_project(tmp_path / "p", params)
+    p = run(tmp_path / "p", "dpo", check=False)
+    assert p.returncode == 2 and "params.yaml: dpo.beta: the orpo loss has no beta" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_killed_sft_resumes_to_the_same_loss(chain, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(chain.root, root, symlinks=True, ignore=shutil.ignore_patterns("checkpoints", "dvclive"))
+    shutil.rmtree(root / "models/sft")
+    at = sigkill_after_checkpoint(root, "sft", min_step=4, seed=1)
+    assert at >= 4 and not (root / "models/sft").exists()
+    run(root, "sft")
+    full = json.loads((chain.root / "metrics/sft.json").read_text())
+    resumed = json.loads((root / "metrics/sft.json").read_text())
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)
+    assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
+    assert torch.load(root / "checkpoints/sft/latest/state.pt", weights_only=False)["step"] == full["steps"]
