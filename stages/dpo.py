@@ -11,41 +11,23 @@ Run:    dvc repro dpo   (or python -m stages.dpo; several processes:
         accelerate launch --num_processes N -m stages.dpo)
 """
 
-import sys
 from pathlib import Path
 
-from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import load_params_or_exit
 from lmbuild.posttrain.dpo import run
-from lmbuild.train.causal_lm import CheckpointError, DataError, ModelError, Stopped, TrainError
+from lmbuild.train.entry import run_training_stage
 
 METRICS = Path("metrics/dpo.json")
 
 
 def main() -> None:
     params = load_params_or_exit("dpo", shared=("tasks",))
-    try:
-        metrics = run(params, init_model=Path("models/sft"), pairs_dir=Path("data/dpo"), out_model=Path("models/dpo"),
-                      ckpt_dir=Path("checkpoints/dpo"), live_dir=Path("dvclive/dpo"))
-    except Stopped as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(3) from None
-    except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
-    except (TrainError, DataError, ModelError, CheckpointError, ValueError, OSError) as exc:
-        print(f"dpo: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if _is_main():
-        write_metrics(METRICS, metrics)
-        print(f"dpo ({params['dpo']['loss']}): {metrics['pairs_train']:,} pairs, held-out reward accuracy "
-              f"{metrics.get('val', {}).get('reward_accuracy', float('nan')):.3f}, task accuracy "
-              f"{metrics['start']['task_accuracy']:.3f} -> {metrics['task_accuracy']:.3f} -> models/dpo", file=sys.stderr)
-
-
-def _is_main() -> bool:
-    from accelerate import PartialState
-    return PartialState().is_main_process
+    run_training_stage("dpo", lambda: run(
+        params, init_model=Path("models/sft"), pairs_dir=Path("data/dpo"), out_model=Path("models/dpo"),
+        ckpt_dir=Path("checkpoints/dpo"), live_dir=Path("dvclive/dpo")), METRICS, lambda m: (
+        f"dpo ({params['dpo']['loss']}): {m['pairs_train']:,} pairs, held-out reward accuracy "
+        f"{m.get('val', {}).get('reward_accuracy', float('nan')):.3f}, task accuracy "
+        f"{m['start']['task_accuracy']:.3f} -> {m['task_accuracy']:.3f} -> models/dpo"))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ Run:    dvc repro pretrain   (or python -m stages.pretrain; several processes:
         accelerate launch --num_processes N -m stages.pretrain)
 """
 
-import sys
 from pathlib import Path
 
-from lmbuild.metrics import write_metrics
 from lmbuild.params import load_params_or_exit
-from lmbuild.train.checkpoint import CheckpointError
-from lmbuild.train.causal_lm import DataError, ModelError, Stopped, TrainError, run
+from lmbuild.train.causal_lm import run
+from lmbuild.train.entry import run_training_stage
 
 TOKENS = Path("data/tokens")
 TOKENIZER = Path("models/tokenizer")
@@ -29,25 +27,11 @@ METRICS = Path("metrics/pretrain.json")
 
 def main() -> None:
     params = load_params_or_exit("pretrain")
-    try:
-        metrics = run("pretrain", params, tokens_dir=TOKENS, train_split="pretrain", tokenizer_dir=TOKENIZER,
-                      out_model=MODEL, ckpt_dir=CHECKPOINTS, live_dir=LIVE)
-    except Stopped as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(3) from None
-    except (TrainError, DataError, ModelError, CheckpointError) as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
-    if metrics["world_size"] == 1 or _is_main():
-        write_metrics(METRICS, metrics)
-        print(f"pretrain: {metrics['parameters']:,} params, {metrics['tokens_seen']:,} tokens, val loss "
-              f"{metrics['val_loss']:.3f} (unigram {metrics['unigram_val_loss']:.3f}), "
-              f"{metrics['tokens_per_s']:,.0f} tokens/s -> {MODEL}", file=sys.stderr)
-
-
-def _is_main() -> bool:
-    from accelerate import PartialState
-    return PartialState().is_main_process
+    run_training_stage("pretrain", lambda: run(
+        "pretrain", params, tokens_dir=TOKENS, train_split="pretrain", tokenizer_dir=TOKENIZER, out_model=MODEL,
+        ckpt_dir=CHECKPOINTS, live_dir=LIVE), METRICS, lambda m: (
+        f"pretrain: {m['parameters']:,} params, {m['tokens_seen']:,} tokens, val loss {m['val_loss']:.3f} "
+        f"(unigram {m['unigram_val_loss']:.3f}), {m['tokens_per_s']:,.0f} tokens/s -> {MODEL}"))
 
 
 if __name__ == "__main__":

@@ -11,41 +11,22 @@ Params: common (seed), tasks (families, difficulty, rewards), rlvr (steps, batch
 Run:    dvc repro rlvr   (or python -m stages.rlvr)
 """
 
-import sys
 from pathlib import Path
 
-from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import load_params_or_exit
 from lmbuild.posttrain.rlvr import run
-from lmbuild.train.causal_lm import CheckpointError, DataError, ModelError, Stopped, TrainError
+from lmbuild.train.entry import run_training_stage
 
 METRICS = Path("metrics/rlvr.json")
 
 
 def main() -> None:
     params = load_params_or_exit("rlvr", shared=("tasks",))
-    try:
-        metrics = run(params, init_model=Path("models/dpo"), out_model=Path("models/rlvr"),
-                      ckpt_dir=Path("checkpoints/rlvr"), live_dir=Path("dvclive/rlvr"))
-    except Stopped as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(3) from None
-    except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
-    except (TrainError, DataError, ModelError, CheckpointError, ValueError, OSError) as exc:
-        print(f"rlvr: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if _is_main():
-        write_metrics(METRICS, metrics)
-        print(f"rlvr: held-out task accuracy {metrics['start']['task_accuracy']:.3f} -> {metrics['task_accuracy']:.3f}, "
-              f"mean reward (last window) {metrics['train'].get('reward', float('nan')):.3f} -> models/rlvr",
-              file=sys.stderr)
-
-
-def _is_main() -> bool:
-    from accelerate import PartialState
-    return PartialState().is_main_process
+    run_training_stage("rlvr", lambda: run(
+        params, init_model=Path("models/dpo"), out_model=Path("models/rlvr"), ckpt_dir=Path("checkpoints/rlvr"),
+        live_dir=Path("dvclive/rlvr")), METRICS, lambda m: (
+        f"rlvr: held-out task accuracy {m['start']['task_accuracy']:.3f} -> {m['task_accuracy']:.3f}, "
+        f"mean reward (last window) {m['train'].get('reward', float('nan')):.3f} -> models/rlvr"))
 
 
 if __name__ == "__main__":

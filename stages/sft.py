@@ -12,41 +12,22 @@ Run:    dvc repro sft   (or python -m stages.sft; several processes:
         accelerate launch --num_processes N -m stages.sft)
 """
 
-import sys
 from pathlib import Path
 
-from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import load_params_or_exit
 from lmbuild.posttrain.sft import run
-from lmbuild.train.causal_lm import CheckpointError, DataError, ModelError, Stopped, TrainError
+from lmbuild.train.entry import run_training_stage
 
 METRICS = Path("metrics/sft.json")
 
 
 def main() -> None:
     params = load_params_or_exit("sft", shared=("tasks",))
-    try:
-        metrics = run(params, init_model=Path("models/anneal"), out_model=Path("models/sft"),
-                      data_out=Path("data/sft"), ckpt_dir=Path("checkpoints/sft"), live_dir=Path("dvclive/sft"))
-    except Stopped as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(3) from None
-    except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
-    except (TrainError, DataError, ModelError, CheckpointError, ValueError, OSError) as exc:
-        print(f"sft: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if _is_main():
-        write_metrics(METRICS, metrics)
-        print(f"sft: {metrics['examples']:,} examples in {metrics['packed_rows']:,} rows, val loss "
-              f"{metrics['val_loss']:.3f}, held-out task accuracy {metrics['start']['task_accuracy']:.3f} -> "
-              f"{metrics['task_accuracy']:.3f} -> models/sft", file=sys.stderr)
-
-
-def _is_main() -> bool:
-    from accelerate import PartialState
-    return PartialState().is_main_process
+    run_training_stage("sft", lambda: run(
+        params, init_model=Path("models/anneal"), out_model=Path("models/sft"), data_out=Path("data/sft"),
+        ckpt_dir=Path("checkpoints/sft"), live_dir=Path("dvclive/sft")), METRICS, lambda m: (
+        f"sft: {m['examples']:,} examples in {m['packed_rows']:,} rows, val loss {m['val_loss']:.3f}, held-out "
+        f"task accuracy {m['start']['task_accuracy']:.3f} -> {m['task_accuracy']:.3f} -> models/sft"))
 
 
 if __name__ == "__main__":
