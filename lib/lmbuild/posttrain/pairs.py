@@ -100,6 +100,11 @@ def pair_tensors(rows: list[dict], pad_id: int, kl: bool = False) -> dict[str, t
     seqs = [(r["prompt_ids"], r["chosen_ids"]) for r in rows] + [(r["prompt_ids"], r["rejected_ids"]) for r in rows]
     if kl:
         seqs += [(r["prompt_ids"], r["kl_ids"]) for r in rows]
+    return right_pad(seqs, pad_id)
+
+
+def right_pad(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """(prompt, completion) id lists -> right-padded input_ids, attention_mask, completion_mask."""
     width = max(len(p) + len(c) for p, c in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(seqs), width), dtype=torch.long)

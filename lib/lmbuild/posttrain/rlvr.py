@@ -26,21 +26,9 @@ from .chat_data import encode_prompt
 from .generation import sample, task_accuracy, task_prompts
 from .grpo import group_advantages, policy_loss
 from .logprobs import completion_logps
+from .pairs import right_pad
 from .sft import chat_ids
 from .task_setup import heldout, task_reward, training_examples
-
-
-def _sequences(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(p) + len(c) for p, c in zip(prompts, completions))
-    n = len(prompts)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((n, width), dtype=torch.long)
-    comp = torch.zeros((n, width), dtype=torch.long)
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        ids[i, :len(p) + len(c)] = torch.tensor(p + c)
-        attn[i, :len(p) + len(c)] = 1
-        comp[i, len(p):len(p) + len(c)] = 1
-    return {"input_ids": ids, "attention_mask": attn, "completion_mask": comp}
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
@@ -91,7 +79,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
                     rewards.append(r)
                     correct.append(float(r >= 1.0))
                     lengths.append(float(len(c)))
-            batch = _sequences(seq_p, seq_c, pad_id)
+            batch = right_pad(list(zip(seq_p, seq_c)), pad_id)
             rw = torch.tensor(rewards)
             batch["advantages"] = group_advantages(rw, G, scale=p["scale_advantages"])
             dev = {k: v.to(device) for k, v in batch.items()}
