@@ -31,6 +31,25 @@ def run_stage(workdir: Path, stage: str, check: bool = True, timeout: int = 600)
     return proc
 
 
+def expand_stages(stages: dict) -> dict[str, dict]:
+    """dvc.yaml stages with each `foreach` stage expanded as DVC names them (eval@sft, ...)."""
+    import json as _json
+
+    out = {}
+    for name, st in stages.items():
+        if "foreach" not in st:
+            out[name] = st
+            continue
+        template = _json.dumps(st["do"])
+        for item in st["foreach"]:
+            out[f"{name}@{item}"] = _json.loads(template.replace("${item}", str(item)))
+    return out
+
+
+def pipeline_stages() -> dict[str, dict]:
+    return expand_stages(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+
+
 class Project:
     """A scratch working directory with a params.yaml, where stages run as in the repo."""
 

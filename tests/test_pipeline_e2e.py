@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Project, requires_lid, run_stage, stage_env, tree_digest
+from conftest import REPO, Project, pipeline_stages, requires_lid, run_stage, stage_env, tree_digest
 
 pytestmark = [pytest.mark.slow, requires_lid]
-import yaml as _yaml
 
-PIPELINE = _yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PIPELINE = pipeline_stages()
 # the data stages, in pipeline order (training stages have their own tests in test_train.py)
 STAGES = list(PIPELINE)[: list(PIPELINE).index("tokenize") + 1]
 
@@ -159,9 +158,7 @@ def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 def downstream_of(section: str) -> set[str]:
     """Stages that use a params section, plus every stage that depends on their outputs."""
-    import yaml
-
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = PIPELINE
     outs = {name: {next(iter(o)) if isinstance(o, dict) else o for o in st.get("outs", [])} for name, st in stages.items()}
     hit = {name for name, st in stages.items() if section in st["params"]}
     changed = True
@@ -200,7 +197,9 @@ SMALL_TRAINING = {
             "batch_size": 8, "micro_batch_size": 8, "epochs": 1, "eval": {"every_steps": 4, "batch_size": 8},
             "checkpoint": {"every_steps": 4}},
     "rlvr": {"steps": 2, "batch_size": 4, "micro_batch_size": 4, "group_size": 4, "prompts_per_family": 20,
-             "eval": {"every_steps": 2, "batch_size": 32}, "checkpoint": {"every_steps": 2}},
+             "eval": {"every_steps": 2, "batch_size": 32, "samples": 2}, "checkpoint": {"every_steps": 2}},
+    "eval": {"bpb": {"max_docs_per_domain": 2, "max_bytes_per_domain": 2000}, "prompts": ["Sort: 3 1"],
+             "max_new_tokens": 8, "sets": {"cloze": {"per_domain": 8, "per_doc": 2, "context_words": 16}}},
 }
 
 
@@ -268,6 +267,9 @@ def test_dvc_reruns_only_what_changed(tmp_path):
         assert out.returncode == 0, out.stderr
         ran = {name for name in PIPELINE if f"Running stage '{name}'" in out.stdout}
         assert "dpo" in ran and "dpo_pairs" not in ran and ran <= downstream_of("dpo"), out.stdout
+        # the eval re-evaluates the changed models only
+        assert {"eval@dpo", "eval@rlvr", "report"} <= ran, out.stdout
+        assert not {"eval@pretrain", "eval@anneal", "eval@sft", "eval_sets", "contamination"} & ran, out.stdout
 
 
 @pytest.mark.parametrize("stage", STAGES[1:])

@@ -69,6 +69,11 @@ def closure(script: Path) -> set[Path]:
 
 
 SHARED_SECTIONS = {"tasks"}
+# Stages named otherwise than the params section they read: dpo_pairs reads only dpo.pairs (so a
+# change of the dpo loss keeps the pairs and reference log-probs); the eval stages read `eval`.
+OWN_SECTION = {"dpo_pairs": "dpo", "eval_sets": "eval", "contamination": "eval"}
+# Reads of another stage's section: contamination regenerates rlvr's prompt pool to check it.
+CROSS_READS = {"contamination": {"rlvr.prompts_per_family"}}
 
 
 def covered(path: Path, deps: list[str]) -> bool:
@@ -76,22 +81,26 @@ def covered(path: Path, deps: list[str]) -> bool:
     return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
 
 
+def stage_defs() -> dict[str, tuple[str, dict]]:
+    """stage name -> (script name, definition); a foreach stage counts once, by its template."""
+    return {name: (name, st.get("do", st)) for name, st in DVC["stages"].items()}
+
+
 @pytest.mark.parametrize("name", sorted(DVC["stages"]))
 def test_stage_contract(name):
-    stage = DVC["stages"][name]
+    script, stage = stage_defs()[name]
     assert stage.get("desc"), f"{name}: needs a desc"
-    assert stage["cmd"] == f"python -m stages.{name}"
-    # common, shared sections (several stages read `tasks`), then the stage's own section; dpo_pairs
-    # reads only dpo.pairs so that a change of the dpo loss keeps the pairs and reference log-probs
-    params = stage["params"]
-    own = params[-1].split(".")[0]
-    assert params[0] == "common" and set(params[1:-1]) <= SHARED_SECTIONS, params
-    assert own == name or name.startswith(own + "_"), params
+    foreach = "foreach" in DVC["stages"][name]
+    assert stage["cmd"] == f"python -m stages.{script}" + (" ${item}" if foreach else "")
+    params, own = stage["params"], OWN_SECTION.get(name, name)
+    assert params[0] == "common", params
+    rest = [p for p in params[1:] if p not in SHARED_SECTIONS | CROSS_READS.get(name, set())]
+    assert rest and all(p.split(".")[0] == own for p in rest), params
     deps = stage["deps"]
-    assert f"stages/{name}.py" in deps
+    assert f"stages/{script}.py" in deps
     for section in {p.split(".")[0] for p in params}:
         assert f"specs/{section}.yaml" in deps, section
-    missing = sorted(p.relative_to(REPO).as_posix() for p in closure(REPO / "stages" / f"{name}.py")
+    missing = sorted(p.relative_to(REPO).as_posix() for p in closure(REPO / "stages" / f"{script}.py")
                      if not covered(p, deps))
     assert not missing, f"stage {name} imports lib modules it does not declare as deps: {missing}"
 
@@ -114,7 +123,7 @@ def test_a_missing_dep_is_caught():
 
 
 def test_metrics_and_plots_are_declared_top_level():
-    outs = {next(iter(o)) if isinstance(o, dict) else o for s in DVC["stages"].values() for o in s.get("outs", [])}
+    outs = {next(iter(o)) if isinstance(o, dict) else o for _, s in stage_defs().values() for o in s.get("outs", [])}
     for m in DVC["metrics"]:
         assert m in outs
     for plot in DVC["plots"]:

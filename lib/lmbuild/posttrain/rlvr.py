@@ -23,7 +23,7 @@ from ..train.model import choose_attention, load_model
 from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
 from .chat_data import encode_prompt
-from .generation import sample, task_accuracy, task_prompts
+from .generation import sample, task_accuracy, task_prompts, task_sampled
 from .grpo import group_advantages, policy_loss
 from .logprobs import completion_logps
 from .pairs import right_pad
@@ -50,8 +50,11 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     test_prompts = task_prompts(tok, tests)
 
     def accuracy(m):
-        return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"],
-                             eos_ids=eos_ids, pad_id=pad_id, prompts=test_prompts)
+        common = dict(max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"], eos_ids=eos_ids,
+                      pad_id=pad_id, prompts=test_prompts)
+        return {**task_accuracy(m, tok, tests, **common),
+                **task_sampled(m, tok, tests, n=p["eval"]["samples"], temperature=p["temperature"], top_p=p["top_p"],
+                               seed=seed, format_weight=tp["format_weight"], **common)}
 
     with precision_context(p["precision"], device):  # as the trained model is measured
         start = accuracy(model)
@@ -128,5 +131,6 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     m = run_job(job)
     ev = m.pop("eval")
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
-            "task_accuracy_gain": ev["task_accuracy"] - start["task_accuracy"], **{k: v for k, v in m.items()
+            "task_accuracy_gain": ev["task_accuracy"] - start["task_accuracy"],
+            "sampled_reward_gain": ev["sampled_reward"] - start["sampled_reward"], **{k: v for k, v in m.items()
                                                                                 if k != "train_loss_ema"}}

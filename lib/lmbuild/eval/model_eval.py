@@ -1,0 +1,155 @@
+"""One model stage evaluated the way every other is: bits per byte on the held-out mix per
+domain, greedy accuracy on the held-out verifiable tasks, the multiple-choice tasks, preference
+accuracy on held-out pairs, and greedy generations for fixed prompts.
+
+Chat stages (eval.chat_stages) get the task problems, preference prompts and fixed prompts
+through the chat template; base models get them as raw text ("<prompt>\\nAnswer:"). Bits per
+byte and the multiple-choice tasks are scored on raw text for every stage, as
+lm-evaluation-harness does by default, so those numbers compare across all five stages.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from ..posttrain.chat_data import encode_completion, encode_prompt
+from ..posttrain.generation import sample, task_accuracy
+from ..posttrain.sft import chat_ids
+from ..posttrain.task_setup import heldout
+from ..shards import atomic_dir
+from ..tasks import score
+from ..tokenize.chat_template import EOT
+from ..train.model import choose_attention, load_model
+from ..train.trainer import precision_context
+from .bpb import bits_per_byte
+from .data import heldout_docs, mc_tasks, preference_sets
+from .loglik import continuation_logps
+from .multiple_choice import evaluate as evaluate_mc
+
+
+class RawText:
+    """Encodes prompts for a base model: <|endoftext|> then the text (as documents start in training)."""
+
+    def __init__(self, tok) -> None:
+        self.tok, self.bos = tok, tok.convert_tokens_to_ids(EOT)
+
+    def ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def context(self, text: str) -> list[int]:
+        return [self.bos] + self.ids(text)
+
+
+def _log(stage: str, what: str, t0: float) -> None:
+    print(f"eval {stage}: {what} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+
+
+def raw_task_accuracy(model, raw: RawText, examples, *, max_new_tokens: int, batch_size: int,
+                      pad_id: int) -> dict[str, float]:
+    """Greedy accuracy of a base model prompted with "<prompt>\\nAnswer:"; the first line it writes
+    is its answer."""
+    prompts = [raw.context(f"{ex.prompt}\nAnswer:") for ex in examples]
+    outs = sample(model, prompts, n=1, max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size,
+                  eos_ids=[raw.bos], pad_id=pad_id)
+    correct, fmt, fam = [], [], {}
+    for ex, (c,) in zip(examples, outs):
+        text = "Answer:" + raw.tok.decode(c, skip_special_tokens=True).split("\n")[0]
+        s = score(ex, text)
+        correct.append(s.correct)
+        fmt.append(s.format)
+        fam.setdefault(ex.family, []).append(s.correct)
+    res = {"task_accuracy": sum(correct) / len(correct), "task_format": sum(fmt) / len(fmt)}
+    res.update({f"task_accuracy_{f}": sum(v) / len(v) for f, v in sorted(fam.items())})
+    return res
+
+
+def preference_accuracy(model, pairs: list[dict], *, tok, raw: RawText, chat: bool, pad_id: int,
+                        batch_size: int, max_len: int) -> dict[str, float]:
+    """Share of pairs whose chosen completion has the higher summed log-prob (and per token)."""
+    seqs = []
+    for p in pairs:
+        if chat:
+            ctx = encode_prompt(tok, p["prompt"])
+            seqs += [(ctx, encode_completion(tok, p["chosen"])), (ctx, encode_completion(tok, p["rejected"]))]
+        else:
+            ctx = raw.context("\n".join(m["content"] for m in p["prompt"]) + "\n")
+            seqs += [(ctx, raw.ids(p["chosen"])), (ctx, raw.ids(p["rejected"]))]
+    s = continuation_logps(model, seqs, pad_id=pad_id, batch_size=batch_size, max_len=max_len)
+    wins = wins_norm = 0
+    margin = 0.0
+    for i in range(0, len(s), 2):
+        (c, nc), (r, nr) = s[i], s[i + 1]
+        wins += c > r
+        wins_norm += c / nc > r / nr
+        margin += c - r
+    n = len(pairs)
+    return {"accuracy": wins / n, "accuracy_per_token": wins_norm / n, "margin": margin / n, "pairs": n}
+
+
+def generations(model, tok, raw: RawText, prompts: list[str], *, chat: bool, max_new_tokens: int,
+                pad_id: int) -> list[dict]:
+    eos, _ = chat_ids(tok)
+    ids = [encode_prompt(tok, [{"role": "user", "content": p}]) if chat else raw.context(p) for p in prompts]
+    outs = sample(model, ids, n=1, max_new_tokens=max_new_tokens, greedy=True, batch_size=len(ids) or 1,
+                  eos_ids=eos if chat else [raw.bos], pad_id=pad_id)
+    return [{"prompt": p, "completion": tok.decode(c, skip_special_tokens=True), "chat": chat}
+            for p, (c,) in zip(prompts, outs)]
+
+
+def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val_root: Path) -> dict:
+    """Evaluate models/<stage>; writes out_dir/metrics.json and out_dir/generations.jsonl."""
+    e, tp, seed = params["eval"], params["tasks"], params["common"]["seed"]
+    chat = stage in e["chat_stages"]
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: no model; run `dvc repro {stage}` first")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = load_model(model_dir, choose_attention(e["attn_implementation"], device)).to(device).eval()
+    raw = RawText(tok)
+    _, pad_id = chat_ids(tok)
+    bs, max_len = e["batch_size"], e["seq_len"] + 1
+    metrics: dict = {"chat": chat}
+    t0 = time.perf_counter()
+    with torch.no_grad(), precision_context(e["precision"], device):
+        docs = heldout_docs(val_root, e["bpb"])
+        metrics["bpb"] = {d: v["bpb"] for d, v in bits_per_byte(
+            model, tok, [(d["domain"], d["text"]) for d in docs], seq_len=e["seq_len"], batch_size=bs,
+            bos_id=raw.bos, pad_id=pad_id).items()}
+        _log(stage, f"bits per byte {metrics['bpb'].get('all', float('nan')):.3f} on {len(docs)} held-out documents", t0)
+
+        tests = heldout(tp, seed)
+        if chat:
+            eos, _ = chat_ids(tok)
+            metrics.update(task_accuracy(model, tok, tests, max_new_tokens=tp["max_new_tokens"],
+                                         batch_size=e["generation_batch_size"], eos_ids=eos, pad_id=pad_id))
+        else:
+            metrics.update(raw_task_accuracy(model, raw, tests, max_new_tokens=tp["max_new_tokens"],
+                                             batch_size=e["generation_batch_size"], pad_id=pad_id))
+        _log(stage, f"task accuracy {metrics['task_accuracy']:.3f} on {len(tests)} held-out problems", t0)
+
+        metrics["mc"] = {}
+        for name, items in mc_tasks().items():
+            metrics["mc"][name] = evaluate_mc(model, items, encode_context=raw.context, encode_choice=raw.ids,
+                                              pad_id=pad_id, batch_size=bs, max_len=max_len)
+        if metrics["mc"]:
+            accs = [v["acc_norm"] for v in metrics["mc"].values()]
+            metrics["mc_acc_norm_mean"] = sum(accs) / len(accs)
+            _log(stage, f"{len(accs)} multiple-choice tasks, mean acc_norm {metrics['mc_acc_norm_mean']:.3f}", t0)
+
+        metrics["preference"] = {name: preference_accuracy(model, pairs, tok=tok, raw=raw, chat=chat, pad_id=pad_id,
+                                                           batch_size=bs, max_len=max_len)
+                                 for name, pairs in preference_sets().items() if pairs}
+        gens = generations(model, tok, raw, e["prompts"], chat=chat, max_new_tokens=e["max_new_tokens"],
+                           pad_id=pad_id)
+    _log(stage, "done", t0)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "generations.jsonl").write_text("".join(json.dumps(g, ensure_ascii=False) + "\n" for g in gens),
+                                              encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return metrics

@@ -1,0 +1,42 @@
+"""eval: one model stage evaluated like every other (dvc.yaml runs it as eval@<stage> for
+pretrain, anneal, sft, dpo and rlvr, so a changed model re-evaluates only itself).
+
+Reads:  models/<stage>/, data/mix/val/ (bits per byte), data/eval_sets/ and evals/ (your own
+        multiple-choice and preference files), the tasks' test split (from params)
+Writes: data/eval/<stage>/metrics.json (bpb per domain, task accuracy, multiple-choice acc and
+        acc_norm, preference accuracy), data/eval/<stage>/generations.jsonl; the report stage
+        gathers every stage's numbers into metrics/eval.json
+Params: common (seed), tasks, eval
+Run:    dvc repro eval@sft   (or python -m stages.eval sft)
+"""
+
+import sys
+from pathlib import Path
+
+from lmbuild.eval.data import EvalDataError
+from lmbuild.eval.model_eval import evaluate_stage
+from lmbuild.eval.multiple_choice import TaskFileError
+from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.shards import ShardError
+
+STAGES = ("pretrain", "anneal", "sft", "dpo", "rlvr")
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1] not in STAGES:
+        print(f"usage: python -m stages.eval STAGE  (one of {', '.join(STAGES)})", file=sys.stderr)
+        raise SystemExit(2)
+    stage = sys.argv[1]
+    params = load_params_or_exit("eval", shared=("tasks",))
+    try:
+        m = evaluate_stage(params, stage, Path("models") / stage, Path("data/eval") / stage, Path("data/mix/val"))
+    except (EvalDataError, TaskFileError, ShardError, ParamsError, FileNotFoundError) as exc:
+        print(f"eval {stage}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    mc = f", multiple choice {m['mc_acc_norm_mean']:.3f}" if "mc_acc_norm_mean" in m else ""
+    print(f"eval {stage}: bpb {m['bpb']['all']:.3f}, task accuracy {m['task_accuracy']:.3f}{mc} "
+          f"-> data/eval/{stage}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
