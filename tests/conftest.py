@@ -122,3 +122,24 @@ def sigkill_after_checkpoint(workdir: Path, stage: str, min_step: int, seed: int
         proc.wait()
         proc.stderr.close()
     return torch.load(state, map_location="cpu", weights_only=False)["step"]
+
+
+TIMING = {"tokens_per_s", "mfu", "wall_time_s", "peak_tflops"}  # measured on CPU: may differ run to run
+
+
+def assert_same_metrics(full: dict, resumed: dict, keys: tuple[str, ...]) -> None:
+    """A killed + resumed run's metrics (flat metrics/<stage>.json) against an uninterrupted run's:
+    every number but the timings equal within 1e-6; the named keys must be there."""
+    for k in keys:
+        assert full.get(k) is not None, k
+    assert set(resumed) == set(full), set(resumed) ^ set(full)
+    diff = {k: (full[k], resumed[k]) for k in sorted(full) if k not in TIMING and full[k] != resumed[k]
+            and (full[k] is None or resumed[k] is None or abs(full[k] - resumed[k]) > 1e-6)}
+    assert not diff, f"resumed != uninterrupted (full, resumed): {diff}"
+
+
+def live_steps(root: Path, stage: str) -> list[int]:
+    """The steps of the dvclive train-loss curve, in file order."""
+    rows = [line.split("\t") for line in
+            (root / f"dvclive/{stage}/plots/metrics/train/loss.tsv").read_text().splitlines()]
+    return [int(r[rows[0].index("step")]) for r in rows[1:]]

@@ -271,6 +271,26 @@ def test_dvc_reruns_only_what_changed(tmp_path):
         assert {"eval@dpo", "eval@rlvr", "report"} <= ran, out.stdout
         assert not {"eval@pretrain", "eval@anneal", "eval@sft", "eval_sets", "contamination"} & ran, out.stdout
 
+    # versioning: push every output to a DVC remote, clone the repository elsewhere and pull:
+    # models, data and metrics come back and nothing needs recomputing
+    remote, clone = tmp_path.parent / f"{tmp_path.name}-remote", tmp_path.parent / f"{tmp_path.name}-clone"
+    assert dvc(tmp_path, "remote", "add", "-d", "local", str(remote)).returncode == 0
+    pushed = dvc(tmp_path, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "demo run"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "clone", "-q", str(tmp_path), str(clone)], check=True)
+    pulled = dvc(clone, "pull")
+    assert pulled.returncode == 0, pulled.stderr
+    status = dvc(clone, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
+    for rel in ("models/rlvr/model.safetensors", "data/dpo/pairs.jsonl", "data/eval/sft/metrics.json",
+                "metrics/eval.json", "reports/report.html"):
+        assert (clone / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+    metrics = dvc(clone, "metrics", "show", "--json")
+    assert metrics.returncode == 0 and "rlvr" in metrics.stdout, metrics.stderr
+
 
 @pytest.mark.parametrize("stage", STAGES[1:])
 def test_truncated_input_shard_is_named_not_a_traceback(reference_run, tmp_path, stage):
