@@ -209,6 +209,8 @@ def small_training(params: dict) -> dict:
         if section in out:
             for key, value in override.items():
                 out[section][key] = {**out[section].get(key, {}), **value} if isinstance(value, dict) else value
+    tasks = out["tasks"]  # difficulty settings only for the families the small run keeps
+    tasks["difficulty"] = {f: d for f, d in tasks.get("difficulty", {}).items() if f in tasks["families"]}
     return out
 
 
