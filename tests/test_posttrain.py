@@ -6,6 +6,7 @@ sft resumes to the same loss; bad loss settings are one-line errors."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from conftest import Project, sigkill_after_checkpoint, stage_env
+from conftest import Project, assert_same_metrics, live_steps, sigkill_after_checkpoint, stage_env
 from lmbuild.params import validate_section
 from lmbuild.train.export import export_model
 from lmbuild.train.model import build_model
@@ -172,3 +173,57 @@ def test_killed_sft_resumes_to_the_same_loss(chain, tmp_path):
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
     assert torch.load(root / "checkpoints/sft/latest/state.pt", weights_only=False)["step"] == full["steps"]
+
+
+def copy_chain(chain, root, stage: str, params: dict) -> None:
+    """The chain's project without checkpoints, curves, the stage's model and metrics, with params."""
+    shutil.copytree(chain.root, root, symlinks=True, ignore=shutil.ignore_patterns("checkpoints", "dvclive"))
+    shutil.rmtree(root / "models" / stage)
+    (root / "metrics" / f"{stage}.json").unlink()
+    make_project(root, params)
+
+
+def kill_resume_and_compare(chain, tmp_path, stage: str, params: dict, min_step: int, total: int,
+                            keys: tuple[str, ...], seed: int) -> None:
+    """An uninterrupted run and a run killed (-9) after its checkpoint reached min_step, then
+    rerun, on copies of the chain with the same params: same metrics, each curve step once."""
+    full_root, root = tmp_path / "full", tmp_path / "killed"
+    for r in (full_root, root):
+        copy_chain(chain, r, stage, params)
+    run(full_root, stage)
+    full = json.loads((full_root / "metrics" / f"{stage}.json").read_text())
+    assert full["steps"] == total, full["steps"]
+    at = sigkill_after_checkpoint(root, stage, min_step=min_step, seed=seed)
+    assert min_step <= at < total and not (root / "models" / stage).exists(), at
+    p = run(root, stage)
+    resumed = json.loads((root / "metrics" / f"{stage}.json").read_text())
+    assert_same_metrics(full, resumed, keys)
+    assert torch.load(root / "checkpoints" / stage / "latest/state.pt", weights_only=False)["step"] == total, p.stderr
+    steps = live_steps(root, stage)
+    assert steps == sorted(set(steps)) and steps[-1] == total, steps
+
+
+def test_killed_dpo_resumes_to_the_same_metrics(chain, tmp_path):
+    """The chain's dpo (1 epoch of 14 pairs: 2 steps, checkpointed at the end) has no step to kill
+    in: 6 epochs (11 steps) with a checkpoint every 2, killed after the step-4 checkpoint, against
+    an uninterrupted run with those params."""
+    params = json.loads(json.dumps(PARAMS))
+    params["dpo"].update(epochs=6, eval={"every_steps": 6, "batch_size": 8})
+    pairs = json.loads((chain.root / "metrics/dpo.json").read_text())["pairs_train"]
+    total = math.ceil(6 * pairs / params["dpo"]["batch_size"])
+    assert total >= 10, (pairs, total)
+    kill_resume_and_compare(chain, tmp_path, "dpo", params, min_step=4, total=total, seed=2,
+                            keys=("train_loss", "val.loss", "val.reward_accuracy", "val.reward_margin",
+                                  "task_accuracy"))
+
+
+def test_killed_rlvr_resumes_to_the_same_metrics(chain, tmp_path):
+    """rlvr resumes at a sampling round and samples what the uninterrupted run sampled: 4 rounds
+    with a checkpoint every 2 (PARAMS have 3 with one at the end), killed after the step-2 one;
+    held-out eval (greedy and 2 samples per problem) only at the start and the end."""
+    params = json.loads(json.dumps(PARAMS))
+    params["rlvr"].update(steps=4, checkpoint={"every_steps": 2}, eval={"every_steps": 4, "batch_size": 32,
+                                                                        "samples": 2})
+    kill_resume_and_compare(chain, tmp_path, "rlvr", params, min_step=2, total=4, seed=4,
+                            keys=("final_loss", "task_accuracy", "sampled_accuracy", "sampled_reward",
+                                  "train.reward", "train.kl"))

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, Project, sigkill_after_checkpoint, stage_env
+from conftest import REPO, Project, assert_same_metrics, live_steps, sigkill_after_checkpoint, stage_env
 from lmbuild.params import validate_section
 from lmbuild.train.data import BlockOrder, TokenStream, rank_samples, unigram_loss, val_blocks
 from lmbuild.train.model import build_model, choose_attention, count_params
@@ -216,6 +216,35 @@ def test_sigkill_mid_run_resumes_to_the_same_loss(tmp_path, inputs, trained):
             (tmp_path / "dvclive/pretrain/plots/metrics/train/loss.tsv").read_text().splitlines()]
     steps = [int(r[rows[0].index("step")]) for r in rows[1:]]
     assert steps == sorted(set(steps)) and steps[-1] == 24, steps
+
+
+# anneal with room to kill it mid-run: 16 steps (4096 tokens / (8 x 32)), a checkpoint every 4
+ANNEAL_KILL = {**PARAMS, "anneal": {**PARAMS["anneal"], "max_tokens": 4096, "checkpoint": {"every_steps": 4}}}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_anneal_resumes_to_the_same_loss(tmp_path, trained):
+    """kill -9 of anneal at a random moment after its step-4 checkpoint: the rerun resumes from
+    the checkpoint and ends where an uninterrupted anneal with the same params ends."""
+    roots = {}
+    for name in ("full", "killed"):
+        roots[name] = tmp_path / name
+        shutil.copytree(trained.root, roots[name], symlinks=True,
+                        ignore=shutil.ignore_patterns("checkpoints", "dvclive"))
+        Project(roots[name]).write_params(ANNEAL_KILL)
+    run(Project(roots["full"]), "anneal")
+    root = roots["killed"]
+    at = sigkill_after_checkpoint(root, "anneal", min_step=4, seed=5)
+    assert 4 <= at < 16 and not (root / "models/anneal").exists(), at
+    assert not (root / "metrics/anneal.json").exists()
+    p = run(Project(root), "anneal")
+    full = json.loads((roots["full"] / "metrics/anneal.json").read_text())
+    resumed = json.loads((root / "metrics/anneal.json").read_text())
+    assert full["steps"] == 16 and full["tokens_seen"] == 4096
+    assert_same_metrics(full, resumed, ("train_loss", "val_loss", "val_loss_domain.code", "val_loss_domain.prose"))
+    assert torch.load(root / "checkpoints/anneal/latest/state.pt", weights_only=False)["step"] == 16, p.stderr
+    steps = live_steps(root, "anneal")
+    assert steps == sorted(set(steps)) and steps[-1] == 16, steps
 
 
 @pytest.mark.slow

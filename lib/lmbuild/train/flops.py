@@ -19,8 +19,10 @@ def flops_per_token(matmul_params: int, layers: int, hidden: int, seq_len: int) 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, seconds: float = 0.3, n: int = 1024) -> float:
     """Measured matmul FLOP/s on this device: the 'peak' an MFU estimate on a CPU is relative to."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    # its own generator: a resumed run has just restored the global RNG state from a checkpoint
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     a @ b
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
