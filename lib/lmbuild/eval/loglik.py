@@ -8,6 +8,7 @@ than `max_len` lose context tokens from the left; the continuation is always sco
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -33,8 +34,8 @@ def continuation_logps(model, pairs: list[tuple[list[int], list[int]]], *, pad_i
         cut.append((ctx[-room:], cont))
     order = sorted(range(len(cut)), key=lambda i: -(len(cut[i][0]) + len(cut[i][1])))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(cut)
-    bar = tqdm(total=len(cut), desc=desc or "scoring", unit="seq", file=sys.stderr, disable=desc is None,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(cut), desc=desc or "scoring", unit="seq", file=sys.stderr, dynamic_ncols=True,
+               disable=desc is None or os.environ.get("LMBUILD_NO_PROGRESS") == "1")
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in right_pad([cut[i] for i in idx], pad_id).items()}

@@ -80,7 +80,8 @@ def preference_accuracy(model, pairs: list[dict], *, tok, raw: RawText, chat: bo
         else:
             ctx = raw.context("\n".join(m["content"] for m in p["prompt"]) + "\n")
             seqs += [(ctx, raw.ids(p["chosen"])), (ctx, raw.ids(p["rejected"]))]
-    s = continuation_logps(model, seqs, pad_id=pad_id, batch_size=batch_size, max_len=max_len)
+    s = continuation_logps(model, seqs, pad_id=pad_id, batch_size=batch_size, max_len=max_len,
+                           desc="preference pairs")
     wins = wins_norm = 0
     margin = 0.0
     for i in range(0, len(s), 2):
@@ -120,7 +121,7 @@ def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val
         docs = heldout_docs(val_root, e["bpb"])
         metrics["bpb"] = {d: v["bpb"] for d, v in bits_per_byte(
             model, tok, [(d["domain"], d["text"]) for d in docs], seq_len=e["seq_len"], batch_size=bs,
-            bos_id=raw.bos, pad_id=pad_id).items()}
+            bos_id=raw.bos, pad_id=pad_id, desc=f"eval {stage}: bits per byte").items()}
         _log(stage, f"bits per byte {metrics['bpb'].get('all', float('nan')):.3f} on {len(docs)} held-out documents", t0)
 
         tests = heldout(tp, seed)
@@ -136,7 +137,8 @@ def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val
         metrics["mc"] = {}
         for name, items in mc_tasks().items():
             metrics["mc"][name] = evaluate_mc(model, items, encode_context=raw.context, encode_choice=raw.ids,
-                                              pad_id=pad_id, batch_size=bs, max_len=max_len)
+                                              pad_id=pad_id, batch_size=bs, max_len=max_len,
+                                              desc=f"eval {stage}: {name}")
         if metrics["mc"]:
             accs = [v["acc_norm"] for v in metrics["mc"].values()]
             metrics["mc_acc_norm_mean"] = sum(accs) / len(accs)
