@@ -218,12 +218,13 @@ def test_killed_dpo_resumes_to_the_same_metrics(chain, tmp_path):
 
 
 def test_killed_rlvr_resumes_to_the_same_metrics(chain, tmp_path):
-    """rlvr resumes at a sampling round and samples what the uninterrupted run sampled: 4 rounds
-    with a checkpoint every 2 (PARAMS have 3 with one at the end), killed after the step-2 one;
+    """rlvr resumes at a sampling round and samples what the uninterrupted run sampled: 8 rounds
+    with a checkpoint every 2 (PARAMS have 3 with one at the end), killed after the step-2 one
+    (six slowed steps left, so the kill lands before the end on a fast machine too);
     held-out eval (greedy and 2 samples per problem) only at the start and the end."""
     params = json.loads(json.dumps(PARAMS))
-    params["rlvr"].update(steps=4, checkpoint={"every_steps": 2}, eval={"every_steps": 4, "batch_size": 32,
+    params["rlvr"].update(steps=8, checkpoint={"every_steps": 2}, eval={"every_steps": 8, "batch_size": 32,
                                                                         "samples": 2})
-    kill_resume_and_compare(chain, tmp_path, "rlvr", params, min_step=2, total=4, seed=4,
+    kill_resume_and_compare(chain, tmp_path, "rlvr", params, min_step=2, total=8, seed=4,
                             keys=("final_loss", "task_accuracy", "sampled_accuracy", "sampled_reward",
                                   "train.reward", "train.kl"))

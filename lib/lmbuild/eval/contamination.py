@@ -62,10 +62,8 @@ class NgramIndex:
         parts: dict[int, list[np.ndarray]] = {n: [] for n in self.sizes}
         pending: dict[int, list[np.ndarray]] = {n: [] for n in self.sizes}
         filled = 0
-        self.documents = 0
         for text in docs:
             ids = vocab.encode(text)
-            self.documents += 1
             for n in self.sizes:
                 pending[n].append(ngram_hashes(ids, n))
             filled += len(ids)
@@ -83,10 +81,6 @@ class NgramIndex:
             return False
         pos = np.searchsorted(s, hashes).clip(max=len(s) - 1)
         return bool((s[pos] == hashes).any())
-
-    @property
-    def nbytes(self) -> int:
-        return sum(s.nbytes for s in self._sets.values())
 
 
 def item_ngram_size(ids: np.ndarray, n: int, min_tokens: int) -> int | None:

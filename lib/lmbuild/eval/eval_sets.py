@@ -51,25 +51,24 @@ def cloze_items(docs: list[dict], *, per_domain: int, per_doc: int, context_word
                 choices: int, seed: int) -> dict[str, list[Item]]:
     """docs: rows with id, domain, text (held-out). Returns {"cloze_<domain>": items}; a domain
     whose documents give fewer than `choices` cuts gets no task."""
-    cuts: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    cuts: dict[str, list[tuple[str, int, str, str]]] = defaultdict(list)  # domain -> (doc id, cut, query, gold)
     for doc in sorted(docs, key=lambda d: d["id"]):
         rng = random.Random(derive_seed(seed, "cloze", doc["id"]))
         for j, (query, cont) in enumerate(_cuts(doc["text"], rng, context_words, continuation_words, per_doc)):
-            cuts[doc["domain"]].append((f"{doc['id']}-{j}", query, cont))
+            cuts[doc["domain"]].append((doc["id"], j, query, cont))
     out = {}
     for domain in sorted(cuts):
         pool = cuts[domain]
         rng = random.Random(derive_seed(seed, "cloze-items", domain))
         items = []
-        for item_id, query, gold in pool[:per_domain]:
-            doc = item_id.rsplit("-", 1)[0]
-            others = sorted({c for i, _, c in pool if i.rsplit("-", 1)[0] != doc and c != gold})
+        for doc_id, j, query, gold in pool[:per_domain]:
+            others = sorted({c for d, _, _, c in pool if d != doc_id and c != gold})
             if len(others) < choices - 1:
                 continue
             options = rng.sample(others, choices - 1)
             g = rng.randrange(choices)
             options.insert(g, gold)
-            items.append(Item(query, tuple(options), g, item_id))
+            items.append(Item(query, tuple(options), g, f"{doc_id}-{j}"))
         if items:
             out[f"cloze_{domain}"] = items
     return out

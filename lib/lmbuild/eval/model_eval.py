@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from ..posttrain.chat_data import encode_completion, encode_prompt
-from ..posttrain.generation import sample, task_accuracy
+from ..posttrain.chat_encoding import encode_completion, encode_prompt
+from ..posttrain.generation import accuracy_summary, sample, task_accuracy
 from ..posttrain.sft import chat_ids
 from ..posttrain.task_setup import heldout
 from ..shards import atomic_dir
-from ..tasks import score
 from ..tokenize.chat_template import EOT
 from ..train.model import choose_attention, load_model
 from ..train.trainer import precision_context
@@ -57,16 +56,8 @@ def raw_task_accuracy(model, raw: RawText, examples, *, max_new_tokens: int, bat
     prompts = [raw.context(f"{ex.prompt}\nAnswer:") for ex in examples]
     outs = sample(model, prompts, n=1, max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size,
                   eos_ids=[raw.bos], pad_id=pad_id)
-    correct, fmt, fam = [], [], {}
-    for ex, (c,) in zip(examples, outs):
-        text = "Answer:" + raw.tok.decode(c, skip_special_tokens=True).split("\n")[0]
-        s = score(ex, text)
-        correct.append(s.correct)
-        fmt.append(s.format)
-        fam.setdefault(ex.family, []).append(s.correct)
-    res = {"task_accuracy": sum(correct) / len(correct), "task_format": sum(fmt) / len(fmt)}
-    res.update({f"task_accuracy_{f}": sum(v) / len(v) for f, v in sorted(fam.items())})
-    return res
+    return accuracy_summary(examples, ["Answer:" + raw.tok.decode(c, skip_special_tokens=True).split("\n")[0]
+                                       for (c,) in outs])
 
 
 def preference_accuracy(model, pairs: list[dict], *, tok, raw: RawText, chat: bool, pad_id: int,
@@ -94,11 +85,10 @@ def preference_accuracy(model, pairs: list[dict], *, tok, raw: RawText, chat: bo
 
 
 def generations(model, tok, raw: RawText, prompts: list[str], *, chat: bool, max_new_tokens: int,
-                pad_id: int) -> list[dict]:
-    eos, _ = chat_ids(tok)
+                eos_ids: list[int], pad_id: int) -> list[dict]:
     ids = [encode_prompt(tok, [{"role": "user", "content": p}]) if chat else raw.context(p) for p in prompts]
     outs = sample(model, ids, n=1, max_new_tokens=max_new_tokens, greedy=True, batch_size=len(ids) or 1,
-                  eos_ids=eos if chat else [raw.bos], pad_id=pad_id)
+                  eos_ids=eos_ids if chat else [raw.bos], pad_id=pad_id)
     return [{"prompt": p, "completion": tok.decode(c, skip_special_tokens=True), "chat": chat}
             for p, (c,) in zip(prompts, outs)]
 
@@ -113,7 +103,7 @@ def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = load_model(model_dir, choose_attention(e["attn_implementation"], device)).to(device).eval()
     raw = RawText(tok)
-    _, pad_id = chat_ids(tok)
+    eos, pad_id = chat_ids(tok)
     bs, max_len = e["batch_size"], e["seq_len"] + 1
     metrics: dict = {"chat": chat}
     t0 = time.perf_counter()
@@ -126,7 +116,6 @@ def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val
 
         tests = heldout(tp, seed)
         if chat:
-            eos, _ = chat_ids(tok)
             metrics.update(task_accuracy(model, tok, tests, max_new_tokens=tp["max_new_tokens"],
                                          batch_size=e["generation_batch_size"], eos_ids=eos, pad_id=pad_id))
         else:
@@ -148,7 +137,7 @@ def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val
                                                            batch_size=bs, max_len=max_len)
                                  for name, pairs in preference_sets().items() if pairs}
         gens = generations(model, tok, raw, e["prompts"], chat=chat, max_new_tokens=e["max_new_tokens"],
-                           pad_id=pad_id)
+                           eos_ids=eos, pad_id=pad_id)
     _log(stage, "done", t0)
     with atomic_dir(out_dir) as tmp:
         (tmp / "generations.jsonl").write_text("".join(json.dumps(g, ensure_ascii=False) + "\n" for g in gens),

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..shards import atomic_write_text
 from .loglik import continuation_logps
 
 
@@ -60,7 +61,6 @@ def read_items(path: Path | str) -> list[Item]:
 
 
 def write_items(path: Path, items: list[Item]) -> None:
-    from ..shards import atomic_write_text
     atomic_write_text(path, "".join(json.dumps({"id": it.id, "query": it.query, "choices": list(it.choices),
                                                 "gold": it.gold}, ensure_ascii=False) + "\n" for it in items))
 

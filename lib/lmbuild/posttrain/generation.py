@@ -16,6 +16,7 @@ from collections import defaultdict
 import torch
 
 from ..tasks import Example, score
+from .chat_encoding import encode_prompt
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +75,6 @@ def sample(model, prompts: list[list[int]], *, n: int = 1, max_new_tokens: int =
 
 
 def task_prompts(tok, examples: list[Example]) -> list[list[int]]:
-    from .chat_data import encode_prompt
     return [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in examples]
 
 
@@ -87,10 +87,16 @@ def task_accuracy(model, tok, examples: list[Example], *, max_new_tokens: int, b
     prompts = prompts if prompts is not None else task_prompts(tok, examples)
     outs = sample(model, prompts, n=1, max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size,
                   eos_ids=eos_ids, pad_id=pad_id)
+    return accuracy_summary(examples, [tok.decode(c, skip_special_tokens=True) for (c,) in outs])
+
+
+def accuracy_summary(examples: list[Example], answers: list[str]) -> dict[str, float]:
+    """`task_accuracy`, `task_format` (share with a well-formed answer line) and
+    `task_accuracy_<family>` of one answer per example."""
     by_family: dict[str, list[float]] = defaultdict(list)
     correct, fmt = [], []
-    for ex, (completion,) in zip(examples, outs):
-        s = score(ex, tok.decode(completion, skip_special_tokens=True))
+    for ex, answer in zip(examples, answers):
+        s = score(ex, answer)
         correct.append(s.correct)
         fmt.append(s.format)
         by_family[ex.family].append(s.correct)

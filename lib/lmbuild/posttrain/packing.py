@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from .chat_encoding import IGNORE_INDEX
 
 
 @dataclass

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from ..params import ParamsError
-from .chat_data import ChatDataError, Pair, encode_completion, encode_prompt, read_pairs
+from .chat_data import ChatDataError, Pair, read_pairs
+from .chat_encoding import encode_completion, encode_prompt
 from .generation import sample
 from .logprobs import completion_logps, sequence_logps
 from .task_setup import task_reward, training_examples

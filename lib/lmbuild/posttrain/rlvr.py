@@ -22,7 +22,7 @@ from ..train.data import EpochOrder, rank_samples
 from ..train.model import choose_attention, load_model
 from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
-from .chat_data import encode_prompt
+from .chat_encoding import encode_prompt
 from .generation import sample, task_accuracy, task_prompts, task_sampled
 from .grpo import group_advantages, policy_loss
 from .logprobs import completion_logps
@@ -130,7 +130,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
               log_params={"group_size": G, "updates_per_batch": mu, "prompts_in_pool": len(pool)})
     m = run_job(job)
     ev = m.pop("eval")
+    m.pop("train_loss_ema", None)
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
             "task_accuracy_gain": ev["task_accuracy"] - start["task_accuracy"],
-            "sampled_reward_gain": ev["sampled_reward"] - start["sampled_reward"], **{k: v for k, v in m.items()
-                                                                                if k != "train_loss_ema"}}
+            "sampled_reward_gain": ev["sampled_reward"] - start["sampled_reward"], **m}

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..params import ParamsError
 from ..tasks import Example
-from .chat_data import ChatDataError, encode_conversation, read_conversations
+from .chat_data import ChatDataError, read_conversations
+from .chat_encoding import encode_conversation
 from .task_setup import heldout, training_examples
 
 
