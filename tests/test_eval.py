@@ -71,6 +71,19 @@ def test_bits_per_byte_of_a_uniform_model_is_log2_vocab_per_byte():
         assert res[domain]["bpb"] == pytest.approx(math.log2(V), rel=1e-5)
         assert res[domain]["tokens"] == len(text)
     assert res["all"]["bytes"] == sum(len(t) for _, t in docs)
+    # every document has the same bits per byte: resampling documents cannot move the ratio
+    assert res["all"]["bpb_stderr"] == pytest.approx(0.0, abs=1e-9) and res["all"]["documents"] == 2
+
+
+def test_bits_per_byte_stderr_is_a_bootstrap_over_documents():
+    # a model that favours "z": documents of z's are cheap, others dear, so the ratio varies with
+    # which documents are drawn; its bootstrap error shrinks like 1/sqrt(documents)
+    model, tok = Favours(ByteTok()("z")["input_ids"][0]), ByteTok()
+    few = [("d", "zzzz zzzz"), ("d", "abcd abcd")] * 4
+    many = few * 16
+    se_few = bits_per_byte(model, tok, few, seq_len=16, batch_size=8, bos_id=0, pad_id=0)["d"]["bpb_stderr"]
+    se_many = bits_per_byte(model, tok, many, seq_len=16, batch_size=64, bos_id=0, pad_id=0)["d"]["bpb_stderr"]
+    assert se_few > 0 and se_many == pytest.approx(se_few / 4, rel=0.25)
 
 
 def test_windows_score_every_token_exactly_once():
@@ -83,8 +96,9 @@ def test_windows_score_every_token_exactly_once():
 
 def test_read_items_names_file_and_line(tmp_path):
     good = tmp_path / "t.jsonl"
-    good.write_text(json.dumps({"query": "Q", "choices": [" a", " b"], "gold": 1}) + "\n\n")
-    assert read_items(good) == [Item("Q", (" a", " b"), 1, "1")]
+    good.write_text(json.dumps({"query": "Q", "choices": ["a", "b"], "gold": 1}) + "\n"
+                    + json.dumps({"query": "Q", "choices": ["a", "b"], "gold": 0, "delimiter": "\n"}) + "\n\n")
+    assert read_items(good) == [Item("Q", ("a", "b"), 1, "1", " "), Item("Q", ("a", "b"), 0, "2", "\n")]
     for row, why in [("{bad", "not JSON"), ('{"query": "Q", "choices": [" a"], "gold": 0}', "at least 2"),
                      ('{"query": "Q", "choices": [" a", " b"], "gold": 2}', "gold"),
                      ('{"choices": [" a", " b"], "gold": 0}', "query")]:
@@ -99,14 +113,20 @@ def test_multiple_choice_acc_and_length_normalised_acc():
     fav_char = "z"
     fav = tok(fav_char)["input_ids"][0]
     model = Favours(fav)
-    items = [Item("q", (" abc", " zzz", " ab"), 1), Item("q", (" zz", " a"), 0), Item("q", (" b", " zzzzzz"), 1),
-             # raw sums: " q" -10.2 beats " qzzzzzzzz" -11.0; per character -5.1 loses to -1.1
-             Item("q", (" q", " qzzzzzzzz"), 1)]
-    res = evaluate(model, items, encode_context=lambda q: [0] + tok(q)["input_ids"],
-                   encode_choice=lambda c: tok(c)["input_ids"], pad_id=0, batch_size=3, max_len=64)
+    items = [Item("q", ("abc", "zzz", "ab"), 1), Item("q", ("zz", "a"), 0), Item("q", ("b", "zzzzzz"), 1),
+             # (the space shares z's id here) raw sums: " q" -5.2 beats " qzzzzzzzz" -6.0; per
+             # character of the choice, the delimiter not counted as in lm-eval: -5.2 / 1 loses to -6.0 / 9
+             Item("q", ("q", "qzzzzzzzz"), 1)]
+    res, rows = evaluate(model, items, encode_pair=lambda c, x: ([0] + tok(c)["input_ids"], tok(x)["input_ids"]),
+                         pad_id=0, batch_size=3, max_len=64)
     assert res["items"] == 4 and res["chance"] == pytest.approx((1 / 3 + 3 / 2) / 4)
     assert res["acc"] == pytest.approx(3 / 4)
     assert res["acc_norm"] == pytest.approx(1.0)
+    # sd(1, 1, 1, 0; ddof=1) / sqrt(4), as lm-eval's acc_stderr
+    assert res["acc_stderr"] == pytest.approx(0.5 / 2) and res["acc_norm_stderr"] == 0.0
+    assert [r["pred"] for r in rows] == [1, 0, 1, 0] and [r["correct_norm"] for r in rows] == [1.0] * 4
+    log_z = math.log(math.exp(5) + V - 1)
+    assert rows[3]["loglik"] == pytest.approx([5 - 2 * log_z, 9 * 5 - 10 * log_z], abs=1e-4)
 
 
 def test_near_misses_are_wrong_distinct_and_formatted_like_the_answer():
@@ -127,8 +147,8 @@ def test_task_choice_and_preference_sets_are_deterministic_and_correct():
     by_id = {ex.id: ex for ex in exs}
     for it in a:
         ex = by_id[it.id]
-        assert it.query == f"{ex.prompt}\nAnswer:" and it.choices[it.gold] == " " + ex.answer
-        assert sum(score(ex, "Answer:" + c).correct for c in it.choices) == 1
+        assert it.query == f"{ex.prompt}\nAnswer:" and it.choices[it.gold] == ex.answer and it.delimiter == " "
+        assert sum(score(ex, "Answer: " + c).correct for c in it.choices) == 1
     golds = {it.gold for it in a}
     assert len(golds) > 1  # the gold position is shuffled
     for row in preference_rows(exs, seed=5):
@@ -147,7 +167,7 @@ def test_cloze_distractors_come_from_other_documents_of_the_domain():
     for it in items:
         doc = it.id.split("-")[0]
         gold = it.choices[it.gold]
-        assert gold.startswith(" ") and len(gold.split()) == 3 and gold.split()[0].startswith(f"w{doc[1:]}_")
+        assert not gold.startswith(" ") and it.delimiter == " " and len(gold.split()) == 3 and gold.split()[0].startswith(f"w{doc[1:]}_")
         q = it.query.split()
         assert len(q) == 10 and int(gold.split()[0].split("_")[1]) == int(q[-1].split("_")[1]) + 1
         for k, c in enumerate(it.choices):

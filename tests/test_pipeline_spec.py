@@ -73,7 +73,7 @@ SHARED_SECTIONS = {"tasks"}
 # change of the dpo loss keeps the pairs and reference log-probs); the eval stages read `eval`.
 OWN_SECTION = {"dpo_pairs": "dpo", "eval_sets": "eval", "contamination": "eval"}
 # Reads of another stage's section: contamination regenerates rlvr's prompt pool to check it.
-CROSS_READS = {"contamination": {"rlvr.prompts_per_family"}}
+CROSS_READS = {"contamination": {"rlvr.prompts_per_family", "rlvr.seed"}}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

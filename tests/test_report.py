@@ -21,12 +21,14 @@ from conftest import run_stage, tree_digest
 
 TITLE = "lmbuild <report> & co"
 EVAL = {
-    "sft": {"bpb": {"all": 2.1, "encyclopedic": 1.9, "code": 2.5}, "task_accuracy": 0.2, "task_format": 0.9,
+    "sft": {"bpb": {"all": 2.1, "all_stderr": 0.05, "encyclopedic": 1.9, "code": 2.5}, "task_accuracy": 0.2,
+            "task_accuracy_stderr": 0.03, "task_format": 0.9,
             "task_accuracy_sort": 0.4, "mc": {"cloze_encyclopedic": {"acc": 0.4, "acc_norm": 0.45, "n": 120}},
             "chat": True, "model": "models/sft"},
     "dpo": {"bpb": {"all": 2.15, "encyclopedic": 1.95, "code": 2.55}, "task_accuracy": 0.3, "task_format": 0.95,
             "preference_accuracy": 0.7, "chat": True},
-    "rlvr": {"bpb": {"all": 2.2, "encyclopedic": 2.0, "code": 2.6}, "task_accuracy": 0.55, "task_format": 1.0,
+    "rlvr": {"bpb": {"all": 2.2, "encyclopedic": 2.0, "code": 2.6}, "task_accuracy": 0.55,
+             "task_accuracy_stderr": 0.04, "task_format": 1.0,
              "task_accuracy_sort": 0.7, "mc": {"cloze_encyclopedic": {"acc": 0.42, "acc_norm": 0.47, "n": 120}},
              "chat": True},
 }
@@ -37,13 +39,13 @@ CONTAMINATION = {
     "base": {"x": {"overlap_rate": 0.5}},  # not a model stage: ignored and noted
 }
 CURVES = {
-    "sft": ["train/loss", "val/loss", "val/task_accuracy"],
+    "sft": ["train/loss", "val/loss", "val/task_accuracy", "val/task_accuracy_stderr"],
     "dpo": ["train/loss", "train/reward_accuracy", "train/reward_margin", "train/reward_chosen",
             "train/reward_rejected", "val/reward_accuracy", "val/reward_margin", "val/task_accuracy"],
     "rlvr": ["train/loss", "train/reward", "train/groups_any_correct", "train/kl", "train/response_length",
              "val/task_accuracy", "val/sampled_reward"],
 }
-FIGURES = {"filter_removals", "dedup_cluster_sizes", "rate_scores", "mix_shares", "loss_sft", "loss_dpo",
+FIGURES = {"eval_stages", "filter_removals", "dedup_cluster_sizes", "rate_scores", "mix_shares", "loss_sft", "loss_dpo",
            "loss_rlvr", "task_accuracy", "rewards_dpo", "rewards_rlvr"}
 
 
@@ -113,7 +115,9 @@ def test_eval_metrics_keyed_by_stage_in_pipeline_order(built):
 def test_markdown_has_table_and_links_to_existing_images(built):
     md = (built / "reports/report.md").read_text()
     assert "| metric | sft | dpo | rlvr |" in md
-    assert "| task_accuracy | 0.2 | 0.3 | 0.55 |" in md
+    # estimates with a standard error show the half-width of their 95% interval, 1.96 x se
+    assert "| task_accuracy | 0.2 ± 0.0588 | 0.3 | 0.55 ± 0.0784 |" in md
+    assert "| bpb.all | 2.1 ± 0.098 | 2.15 | 2.2 |" in md and "_stderr" not in md
     assert "| mc.cloze_encyclopedic.acc | 0.4 | — | 0.42 |" in md
     assert "| stage / eval set | contaminated | items | overlap_rate |" in md
     assert "| sft / tasks_test | 2 | 200 | 0.01 |" in md

@@ -189,3 +189,13 @@ def deep_merge(base: dict, override: dict | None) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def training_seed(params: dict, section: str) -> int:
+    """The seed of one training stage: `<section>.seed` (dotted for nested sections such as
+    `dpo.pairs`) when set, else common.seed. A seed study varies these per-stage seeds, so the
+    data stages upstream and the held-out eval problems (always common.seed) stay as they are."""
+    node: Any = params
+    for part in section.split("."):
+        node = node[part]
+    return params["common"]["seed"] if node.get("seed") is None else node["seed"]

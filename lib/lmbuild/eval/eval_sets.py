@@ -43,7 +43,7 @@ def _cuts(text: str, rng: random.Random, context_words: int, continuation_words:
         cut = rng.randint(lo, max(lo, hi)) + context_words
         query = text[spans[cut - context_words][0]:spans[cut][0]].rstrip()
         continuation = " ".join(text[a:b] for a, b in spans[cut:cut + continuation_words])
-        out.append((query, " " + continuation))
+        out.append((query, continuation))  # the choice; the item's delimiter " " goes between
     return out
 
 
@@ -100,9 +100,9 @@ def task_choice_items(examples: list[Example], *, choices: int, seed: int) -> li
         wrong = near_misses(ex, choices - 1, rng)
         if not wrong:
             continue
-        options = [" " + w for w in wrong]
+        options = list(wrong)
         g = rng.randrange(len(options) + 1)
-        options.insert(g, " " + ex.answer)
+        options.insert(g, ex.answer)
         items.append(Item(f"{ex.prompt}\nAnswer:", tuple(options), g, ex.id))
     return items
 

@@ -17,6 +17,24 @@ from ..posttrain.logprobs import completion_logps, sequence_logps
 from ..posttrain.pairs import right_pad
 
 
+def lm_eval_pair(tok, context: str, continuation: str, *, prefix_id: int, add_bos: bool = False
+                 ) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) encoded as lm-evaluation-harness 0.4 encodes a
+    loglikelihood request: trailing whitespace of the context moves to the continuation, the
+    whole string is encoded once and split after the context's own encoding (so a merge across
+    the boundary is split as lm-eval splits it), no BOS unless asked (lm-eval's default
+    `add_bos_token=False`), and an empty context becomes the prefix token (<|endoftext|>)."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    bos = [prefix_id] if add_bos else []
+    if not context:
+        return [prefix_id], bos[1:] + tok(continuation, add_special_tokens=False)["input_ids"]
+    whole = bos + tok(context + continuation, add_special_tokens=False)["input_ids"]
+    ctx = bos + tok(context, add_special_tokens=False)["input_ids"]
+    return ctx, whole[len(ctx):]
+
+
 @torch.no_grad()
 def continuation_logps(model, pairs: list[tuple[list[int], list[int]]], *, pad_id: int, batch_size: int,
                        max_len: int, desc: str | None = None) -> list[tuple[float, int]]:

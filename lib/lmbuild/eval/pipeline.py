@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..params import training_seed
 from ..posttrain.task_setup import heldout, training_examples
 from ..shards import atomic_dir
 from .contamination import overlap
@@ -48,7 +49,7 @@ def eval_set_texts(params: dict, val_root: Path) -> dict[str, list[str]]:
     sets = {"heldout_docs": [d["text"] for d in heldout_docs(val_root, params["eval"]["bpb"])],
             "tasks": [ex.prompt for ex in heldout(tp, seed)]}
     for name, items in mc_tasks().items():
-        sets[f"mc_{name}"] = [it.query + it.choices[it.gold] for it in items]
+        sets[f"mc_{name}"] = [it.query + it.delimiter + it.choices[it.gold] for it in items]
     for name, pairs in preference_sets().items():
         sets[name] = ["\n".join(m["content"] for m in p["prompt"]) + "\n" + p["chosen"] for p in pairs]
     return sets
@@ -67,7 +68,8 @@ def training_sources(params: dict, root: Path = Path(".")) -> dict:
         out["sft"] = lambda: sft_texts(root / "data/sft/train.jsonl")
     if (root / "data/dpo/pairs.jsonl").is_file():
         out["dpo"] = lambda: dpo_texts(root / "data/dpo/pairs.jsonl")
-    out["rlvr"] = lambda: (ex.prompt for ex in training_examples(tp, params["rlvr"]["prompts_per_family"], seed))
+    rl_seed = training_seed(params, "rlvr")
+    out["rlvr"] = lambda: (ex.prompt for ex in training_examples(tp, params["rlvr"]["prompts_per_family"], rl_seed))
     return out
 
 

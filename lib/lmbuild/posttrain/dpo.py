@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from ..params import ParamsError
+from ..params import ParamsError, training_seed
+from ..stats import mean_stderr
 from ..shards import atomic_dir
 from ..train.data import EpochOrder, rank_samples
 from ..train.model import choose_attention, load_model
 from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
-from .generation import task_accuracy, task_prompts
+from .generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
 from .logprobs import completion_logps, sequence_logps
 from .pairs import (assign_splits, encode_pair, from_files, link_mismatched, on_policy, pair_tensors,
                     reference_logps)
@@ -33,7 +34,7 @@ PAIR_FILE = "pairs.jsonl"
 
 
 def build_pairs(params: dict, *, ref_model: Path, out_dir: Path, root: Path = Path(".")) -> dict:
-    pp, tp, seed = params["dpo"]["pairs"], params["tasks"], params["common"]["seed"]
+    pp, tp, seed = params["dpo"]["pairs"], params["tasks"], training_seed(params, "dpo.pairs")
     tok = AutoTokenizer.from_pretrained(ref_model)
     eos_ids, pad_id = chat_ids(tok)
     model = load_model(ref_model, "sdpa")
@@ -118,7 +119,7 @@ def _to_batch(rows: list[dict], pad_id: int, kl: bool) -> dict[str, torch.Tensor
 
 
 def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
-    p, tp, seed = params["dpo"], params["tasks"], params["common"]["seed"]
+    p, tp, seed = params["dpo"], params["tasks"], training_seed(params, "dpo")
     kind, hp = p["loss"], loss_settings(p)
     kl = kind in NEEDS_KL_SAMPLES
     rows = [json.loads(line) for line in (pairs_dir / PAIR_FILE).read_text().splitlines()]
@@ -128,15 +129,18 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
     eos_ids, pad_id = chat_ids(tok)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = load_model(init_model, choose_attention(p["attn_implementation"], device))
-    tests = heldout(tp, seed)
+    tests = heldout(tp, params["common"]["seed"])
     prompts = task_prompts(tok, tests)
 
-    def accuracy(m):
+    start_items: list[dict] = []
+    end_items: list[dict] = []  # the latest evaluation's per-item results: the end of training
+
+    def accuracy(m, items=end_items):
         return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=4 * p["eval"]["batch_size"],
-                             eos_ids=eos_ids, pad_id=pad_id, prompts=prompts)
+                             eos_ids=eos_ids, pad_id=pad_id, prompts=prompts, items=items)
 
     with precision_context(p["precision"], device):  # as the trained model is measured
-        start = accuracy(model)
+        start = accuracy(model, start_items)
     order = EpochOrder(len(train), seed)
 
     def batches(step, rank, world, micro):
@@ -167,7 +171,11 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
             merged = LossOut(loss=torch.stack([o.loss for o in outs]).mean(),
                              chosen_reward=torch.cat([o.chosen_reward for o in outs]),
                              rejected_reward=torch.cat([o.rejected_reward for o in outs]))
+            c, r = merged.chosen_reward.float(), merged.rejected_reward.float()
             res = {"loss": float(merged.loss), **reward_metrics(merged),
+                   # over the held-out pairs: each pair is one item
+                   "reward_accuracy_stderr": mean_stderr((c > r).float().tolist()),
+                   "reward_margin_stderr": mean_stderr((c - r).tolist()),
                    "logp_chosen": float(torch.cat(pol_c).mean()), "logp_rejected": float(torch.cat(pol_r).mean())}
         return {**res, **accuracy(m)}
 
@@ -184,4 +192,5 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
     return {"train_loss": m.pop("train_loss"), "train_loss_ema": m.pop("train_loss_ema"),
             "train": m.pop("train"), "val": {k: v for k, v in ev.items() if not k.startswith("task_")},
             **{k: v for k, v in ev.items() if k.startswith("task_")}, "start": start,
+            **paired_gains(start_items, end_items, GREEDY_FIELDS),
             "pairs_train": len(train), "pairs_val": len(val), **m}

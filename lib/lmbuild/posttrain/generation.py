@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import torch
 
+from ..stats import paired, with_stderr
 from ..tasks import Example, score
 from .chat_encoding import encode_prompt
 
@@ -79,48 +80,75 @@ def task_prompts(tok, examples: list[Example]) -> list[list[int]]:
 
 
 def task_accuracy(model, tok, examples: list[Example], *, max_new_tokens: int, batch_size: int, eos_ids: list[int],
-                  pad_id: int, prompts: list[list[int]] | None = None) -> dict[str, float]:
+                  pad_id: int, prompts: list[list[int]] | None = None, items: list | None = None) -> dict[str, float]:
     """Greedy pass@1 on held-out task examples under the chat template: `task_accuracy`,
-    `task_format` (share with a well-formed answer line) and `task_accuracy_<family>`."""
+    `task_format` (share with a well-formed answer line) and `task_accuracy_<family>`, each with
+    its `_stderr`. A list passed as `items` receives the per-example results."""
     if not examples:
         return {}
     prompts = prompts if prompts is not None else task_prompts(tok, examples)
     outs = sample(model, prompts, n=1, max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size,
                   eos_ids=eos_ids, pad_id=pad_id)
-    return accuracy_summary(examples, [tok.decode(c, skip_special_tokens=True) for (c,) in outs])
+    return accuracy_summary(examples, [tok.decode(c, skip_special_tokens=True) for (c,) in outs], items=items)
 
 
-def accuracy_summary(examples: list[Example], answers: list[str]) -> dict[str, float]:
+def accuracy_summary(examples: list[Example], answers: list[str], items: list | None = None) -> dict[str, float]:
     """`task_accuracy`, `task_format` (share with a well-formed answer line) and
-    `task_accuracy_<family>` of one answer per example."""
+    `task_accuracy_<family>` of one answer per example, each with its standard error (over the
+    examples); a list passed as `items` receives {id, family, correct, format, answer} per example."""
     by_family: dict[str, list[float]] = defaultdict(list)
-    correct, fmt = [], []
+    rows = []
     for ex, answer in zip(examples, answers):
         s = score(ex, answer)
-        correct.append(s.correct)
-        fmt.append(s.format)
-        by_family[ex.family].append(s.correct)
-    res = {"task_accuracy": sum(correct) / len(correct), "task_format": sum(fmt) / len(fmt)}
-    res.update({f"task_accuracy_{f}": sum(v) / len(v) for f, v in sorted(by_family.items())})
+        rows.append({"id": ex.id, "family": ex.family, "correct": float(s.correct), "format": float(s.format),
+                     "answer": answer})
+        by_family[ex.family].append(float(s.correct))
+    res = {**with_stderr("task_accuracy", [r["correct"] for r in rows]),
+           **with_stderr("task_format", [r["format"] for r in rows])}
+    for f, v in sorted(by_family.items()):
+        res.update(with_stderr(f"task_accuracy_{f}", v))
+    if items is not None:
+        items[:] = rows
     return res
+
+
+GREEDY_FIELDS = {"task_accuracy": "correct", "task_format": "format"}
+SAMPLED_FIELDS = {"sampled_accuracy": "sampled_accuracy", "sampled_reward": "sampled_reward"}
+
+
+def paired_gains(start: list[dict], end: list[dict], fields: dict[str, str]) -> dict[str, float]:
+    """`<metric>_gain` (end - start) and `<metric>_gain_stderr` for every {metric: per-item field}
+    over the same held-out items: the paired standard error, sd of the per-item differences /
+    sqrt(n), far smaller than the two accuracies' errors combined when the items agree mostly."""
+    if [r["id"] for r in start] != [r["id"] for r in end]:
+        raise ValueError("paired gains need the start and end scored on the same items in the same order")
+    out = {}
+    for name, f in fields.items():
+        gain, se = paired([r[f] for r in start], [r[f] for r in end])
+        out[f"{name}_gain"], out[f"{name}_gain_stderr"] = gain, se
+    return out
 
 
 def task_sampled(model, tok, examples: list[Example], *, n: int, temperature: float, top_p: float = 1.0,
                  seed: int, format_weight: float, max_new_tokens: int, batch_size: int, eos_ids: list[int],
-                 pad_id: int, prompts: list[list[int]] | None = None) -> dict[str, float]:
+                 pad_id: int, prompts: list[list[int]] | None = None, items: list | None = None) -> dict[str, float]:
     """Held-out scores of `n` samples per problem at the given temperature: what RL optimises,
     measured on problems it never trains on. `sampled_accuracy` is pass@1 averaged over the
     samples (lower variance than one greedy answer), `sampled_reward` the mean reward
-    (correct + format_weight x format)."""
+    (correct + format_weight x format); standard errors over problems (the samples of one problem
+    are not independent items). A list passed as `items` receives the per-problem means."""
     if not examples:
         return {}
     prompts = prompts if prompts is not None else task_prompts(tok, examples)
     outs = sample(model, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                   seed=seed, batch_size=batch_size, eos_ids=eos_ids, pad_id=pad_id)
-    correct, rewards = [], []
+    rows = []
     for ex, completions in zip(examples, outs):
-        for c in completions:
-            s = score(ex, tok.decode(c, skip_special_tokens=True))
-            correct.append(s.correct)
-            rewards.append(s.correct + format_weight * s.format)
-    return {"sampled_accuracy": sum(correct) / len(correct), "sampled_reward": sum(rewards) / len(rewards)}
+        scores = [score(ex, tok.decode(c, skip_special_tokens=True)) for c in completions]
+        rows.append({"id": ex.id, "family": ex.family,
+                     "sampled_accuracy": sum(s.correct for s in scores) / len(scores),
+                     "sampled_reward": sum(s.correct + format_weight * s.format for s in scores) / len(scores)})
+    if items is not None:
+        items[:] = rows
+    return {**with_stderr("sampled_accuracy", [r["sampled_accuracy"] for r in rows]),
+            **with_stderr("sampled_reward", [r["sampled_reward"] for r in rows])}

@@ -17,13 +17,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from ..params import ParamsError
+from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.model import choose_attention, load_model
 from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
 from .chat_encoding import encode_prompt
-from .generation import sample, task_accuracy, task_prompts, task_sampled
+from .generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
+                         task_sampled)
 from .grpo import group_advantages, policy_loss
 from .logprobs import completion_logps
 from .pairs import right_pad
@@ -32,7 +33,8 @@ from .task_setup import heldout, task_reward, training_examples
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
-    p, tp, seed = params["rlvr"], params["tasks"], params["common"]["seed"]
+    p, tp, seed = params["rlvr"], params["tasks"], training_seed(params, "rlvr")
+    eval_seed = params["common"]["seed"]  # held-out problems and their samples: the same for every training seed
     G, mu = p["group_size"], p["updates_per_batch"]
     if p["checkpoint"]["every_steps"] % mu:
         raise ParamsError([f"params.yaml: rlvr.checkpoint.every_steps ({p['checkpoint']['every_steps']}) must be a "
@@ -46,18 +48,21 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     pool = training_examples(tp, p["prompts_per_family"], seed)
     pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
     order = EpochOrder(len(pool), seed)
-    tests = heldout(tp, seed)
+    tests = heldout(tp, eval_seed)
     test_prompts = task_prompts(tok, tests)
 
-    def accuracy(m):
+    start_items: dict[str, list] = {"greedy": [], "sampled": []}
+    end_items: dict[str, list] = {"greedy": [], "sampled": []}  # the latest evaluation: the end of training
+
+    def accuracy(m, items=end_items):
         common = dict(max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"], eos_ids=eos_ids,
                       pad_id=pad_id, prompts=test_prompts)
-        return {**task_accuracy(m, tok, tests, **common),
+        return {**task_accuracy(m, tok, tests, items=items["greedy"], **common),
                 **task_sampled(m, tok, tests, n=p["eval"]["samples"], temperature=p["temperature"], top_p=p["top_p"],
-                               seed=seed, format_weight=tp["format_weight"], **common)}
+                               seed=eval_seed, format_weight=tp["format_weight"], items=items["sampled"], **common)}
 
     with precision_context(p["precision"], device):  # as the trained model is measured
-        start = accuracy(model)
+        start = accuracy(model, start_items)
     rounds: dict[tuple[int, int], list[dict]] = {}
 
     @torch.no_grad()
@@ -132,5 +137,5 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     ev = m.pop("eval")
     m.pop("train_loss_ema", None)
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
-            "task_accuracy_gain": ev["task_accuracy"] - start["task_accuracy"],
-            "sampled_reward_gain": ev["sampled_reward"] - start["sampled_reward"], **m}
+            **paired_gains(start_items["greedy"], end_items["greedy"], GREEDY_FIELDS),
+            **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS), **m}

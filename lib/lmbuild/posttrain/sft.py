@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from ..params import training_seed
 from ..shards import atomic_dir
 from ..tokenize.chat_template import EOT, IM_END
 from ..train.data import EpochOrder, rank_samples
 from ..train.model import choose_attention, load_model
 from ..train.trainer import Job, precision_context
 from ..train.trainer import run as run_job
-from .generation import task_accuracy, task_prompts
+from .generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
 from .packing import model_inputs, pack
 from .sft_data import build
 from .task_setup import heldout
@@ -56,11 +57,14 @@ def val_loss(model, packed, attn: str, batch_size: int, device, autocast) -> flo
 
 def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt_dir: Path, live_dir: Path,
         root: Path = Path(".")) -> dict:
-    p, tp, seed = params["sft"], params["tasks"], params["common"]["seed"]
+    p, tp = params["sft"], params["tasks"]
+    # the training seed draws the demonstrations and their order; the held-out problems stay
+    # those of common.seed, so runs with different training seeds are scored on the same items
+    seed, eval_seed = training_seed(params, "sft"), params["common"]["seed"]
     L = p["seq_len"]
     tok = AutoTokenizer.from_pretrained(init_model)
     eos_ids, pad_id = chat_ids(tok)
-    data = build(p["sources"], tp, tok, L, seed, root)
+    data = build(p["sources"], tp, tok, L, seed, root, heldout_seed=eval_seed)
     if not data.train:
         raise ValueError("sft: no training examples; check sft.sources")
     train, val = pack(data.train, L, pad_id), pack(data.val, L, pad_id)
@@ -78,16 +82,19 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
     if L > model.config.max_position_embeddings:
         raise ValueError(f"params.yaml: sft.seq_len ({L}) exceeds the model's max length "
                          f"({model.config.max_position_embeddings})")
-    tests = heldout(tp, seed)
+    tests = heldout(tp, eval_seed)
     prompts = task_prompts(tok, tests)
     gen_batch = 4 * p["eval"]["batch_size"]
 
-    def accuracy(m):
+    start_items: list[dict] = []
+    end_items: list[dict] = []  # the latest evaluation's per-item results: the end of training
+
+    def accuracy(m, items=end_items):
         return task_accuracy(m, tok, tests, max_new_tokens=tp["max_new_tokens"], batch_size=gen_batch,
-                             eos_ids=eos_ids, pad_id=pad_id, prompts=prompts)
+                             eos_ids=eos_ids, pad_id=pad_id, prompts=prompts, items=items)
 
     with precision_context(p["precision"], device):  # as the trained model is measured
-        start = accuracy(model)
+        start = accuracy(model, start_items)
     order = EpochOrder(len(train.input_ids), seed)
 
     def batches(step, rank, world, micro):
@@ -118,7 +125,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
         "train_loss": m.pop("train_loss"), "train_loss_ema": m.pop("train_loss_ema"),
         "val_loss": ev["loss"],
         **{k: v for k, v in ev.items() if k != "loss"},
-        "start": start,
+        "start": start, **paired_gains(start_items, end_items, GREEDY_FIELDS),
         "examples": len(data.train), "val_examples": len(data.val), "rejected": len(data.rejects),
         "packed_rows": len(train.input_ids), "packing_fill": train.fill, "truncated_examples": train.n_truncated,
         "sources": data.per_source, **m,

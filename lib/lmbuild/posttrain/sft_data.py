@@ -50,7 +50,8 @@ def _choose(n_have: int, n_want: int, seed: int, name: str) -> list[int]:
     return out
 
 
-def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int, root: Path) -> SftData:
+def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int, root: Path, *,
+          heldout_seed: int | None = None) -> SftData:
     data = SftData()
     for src in sources:
         name, stats = src["name"], {"examples": 0, "val_examples": 0, "rejected": 0, "dropped_by_truncation": 0,
@@ -58,7 +59,7 @@ def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int,
         if src["type"] == "tasks":
             n = src.get("count") or 1000
             train_convs = [_task_messages(ex) for ex in training_examples(tasks_params, n, seed)]
-            val_convs = [_task_messages(ex) for ex in heldout(tasks_params, seed)]
+            val_convs = [_task_messages(ex) for ex in heldout(tasks_params, seed if heldout_seed is None else heldout_seed)]
         else:
             if not src.get("path"):
                 raise ParamsError([f"params.yaml: sft.sources.{name}.path: a file source needs a path"])

@@ -71,6 +71,22 @@ def _curve(ax, series, label, color, smoothing=0.0, marker=None):
         ax.plot(steps, values, color=color, marker=marker, markersize=3, label=label)
 
 
+Z95 = 1.96  # the report's intervals: estimate +- 1.96 standard errors
+
+
+def _band(ax, root: Path, stage: str, name: str, series, color=None) -> None:
+    """Shade the 95% interval of a dvclive curve whose standard error was logged beside it
+    (`<name>_stderr`, as every held-out estimate is)."""
+    se = live_series(root, stage, f"{name}_stderr")
+    if not se:
+        return
+    by_step = dict(zip(*se))
+    pts = [(s, v, by_step[s]) for s, v in zip(*series) if s in by_step]
+    if pts:
+        ax.fill_between([s for s, _, _ in pts], [v - Z95 * e for _, v, e in pts], [v + Z95 * e for _, v, e in pts],
+                        alpha=0.2, color=color, linewidth=0)
+
+
 def loss_figure(root: Path, stage: str, p: dict) -> Fig | None:
     train, val = live_series(root, stage, "train/loss"), live_series(root, stage, "val/loss")
     domains = [n for n in live_names(root, stage, "val") if n.startswith("loss_")]
@@ -115,7 +131,7 @@ REWARD_PANELS = {
 def reward_figure(root: Path, stage: str, p: dict) -> Fig | None:
     panels = {}
     for title, names in REWARD_PANELS[stage].items():
-        lines = [(label, s) for name, label in names if (s := live_series(root, stage, name))]
+        lines = [(label, name, s) for name, label in names if (s := live_series(root, stage, name))]
         if lines:
             panels[title] = lines
     if not panels:
@@ -124,8 +140,9 @@ def reward_figure(root: Path, stage: str, p: dict) -> Fig | None:
     rows = -(-len(panels) // cols)
     fig, axes = _new(4.6 * cols, 2.9 * rows, rows, cols)
     for ax, (title, lines) in zip(axes, panels.items()):
-        for label, (steps, values) in lines:
-            ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, markersize=3, label=label)
+        for label, name, (steps, values) in lines:
+            line, = ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, markersize=3, label=label)
+            _band(ax, root, stage, name, (steps, values), line.get_color())
         ax.set(title=f"{stage}: {title}", xlabel="step")
         if len(lines) > 1:
             ax.legend(loc="best")
@@ -225,5 +242,42 @@ def task_accuracy_figure(root: Path, stages: list[str], p: dict) -> Fig | None:
     fig, axes = _new(3.4 * len(found), 2.9, 1, len(found))
     for ax, (stage, (steps, values)) in zip(axes, found):
         ax.plot(steps, values, marker="o", markersize=3, color="#8172b2")
+        _band(ax, root, stage, "val/task_accuracy", (steps, values), "#8172b2")
         ax.set(title=f"{stage}: held-out task accuracy", xlabel="step", ylim=(-0.02, 1.02))
-    return Fig("task_accuracy", "task", "held-out task accuracy during post-training", _png(fig, p["dpi"]))
+    return Fig("task_accuracy", "task", "held-out task accuracy during post-training (95% intervals shaded)",
+               _png(fig, p["dpi"]))
+
+
+# The eval figure's panels: (title, key path in metrics/eval.json, y label).
+EVAL_PANELS = (("held-out task accuracy", ("task_accuracy",), "accuracy"),
+               ("bits per byte (held-out text)", ("bpb", "all"), "bits/byte"),
+               ("multiple choice (mean acc_norm)", ("mc_acc_norm_mean",), "accuracy"),
+               ("preference accuracy (held-out pairs)", ("preference", "preferences", "accuracy"), "accuracy"))
+
+
+def _lookup(tree: dict, path: tuple[str, ...]) -> tuple[float | None, float | None]:
+    node = tree
+    for part in path[:-1]:
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    if not isinstance(node, dict):
+        return None, None
+    return node.get(path[-1]), node.get(f"{path[-1]}_stderr")
+
+
+def eval_figure(results: dict[str, dict], p: dict) -> Fig | None:
+    """The main eval numbers of every stage as points with 95% intervals (estimate +- 1.96 se)."""
+    panels = []
+    for title, path, ylabel in EVAL_PANELS:
+        pts = [(s, v, e) for s, m in results.items() for v, e in [_lookup(m, path)] if isinstance(v, (int, float))]
+        if pts:
+            panels.append((title, ylabel, pts))
+    if not panels:
+        return None
+    fig, axes = _new(3.3 * len(panels), 2.9, 1, len(panels))
+    for ax, (title, ylabel, pts) in zip(axes, panels):
+        x = list(range(len(pts)))
+        ax.errorbar(x, [v for _, v, _ in pts], yerr=[Z95 * e if isinstance(e, (int, float)) else 0 for _, _, e in pts],
+                    fmt="o", capsize=3, color="#4c72b0")
+        ax.set_xticks(x, [s for s, _, _ in pts])
+        ax.set(title=title, ylabel=ylabel)
+    return Fig("eval_stages", "eval", "eval across stages: estimates with 95% intervals", _png(fig, p["dpi"]))

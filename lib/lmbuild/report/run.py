@@ -63,11 +63,20 @@ def data_summary(root: Path) -> tuple[list[str], list[str]]:
     return lines, missing
 
 
+def _with_interval(values: dict, key: str, digits: int) -> str:
+    """'0.2487 ± 0.0616': the estimate and the half-width of its 95% interval, where it has a
+    standard error."""
+    v, se = values.get(key), values.get(f"{key}_stderr")
+    if isinstance(v, (int, float)) and isinstance(se, (int, float)):
+        return f"{fmt(v, digits)} ± {fmt(F.Z95 * se, digits)}"
+    return fmt(v, digits)
+
+
 def _eval_tables(results: dict[str, dict], digits: int) -> tuple[tuple, tuple | None]:
     stages = list(results)
     flats = {s: flat({k: v for k, v in results[s].items() if k != "contamination"}) for s in stages}
-    keys = sorted(set().union(*flats.values()))
-    main = ("table", ["metric", *stages], [[k, *(fmt(flats[s].get(k), digits) for s in stages)] for k in keys])
+    keys = sorted(k for k in set().union(*flats.values()) if not k.endswith("_stderr"))
+    main = ("table", ["metric", *stages], [[k, *(_with_interval(flats[s], k, digits) for s in stages)] for k in keys])
     rows, fields = [], []
     for s in stages:
         for eval_set, vals in sorted(results[s].get("contamination", {}).items()):
@@ -104,7 +113,9 @@ def build_report(params: dict, root: Path | str = ".") -> dict:
     blocks: list[tuple] = [("h1", p["title"]),
                            ("p", f"Evaluated model stages, in pipeline order: {', '.join(results)}.")]
     main, contamination = _eval_tables(results, digits)
-    blocks += [("h2", "Evaluation across stages"), main]
+    blocks += [("h2", "Evaluation across stages"),
+               ("p", "Each estimate with the half-width of its 95% interval (1.96 standard errors over the "
+                     "held-out items; bits per byte: bootstrap over documents)."), main]
     if contamination:
         blocks += [("h2", "Contamination of the evaluation sets"),
                    ("p", "Overlap of each evaluation set with the data the stage was trained on."), contamination]
@@ -115,6 +126,8 @@ def build_report(params: dict, root: Path | str = ".") -> dict:
         if fig is not None:
             figs.append(fig)
             blocks.append(("img", fig))
+
+    add(_figure(F.eval_figure, skipped, "eval across stages", "eval results", results, p))
 
     lines, missing = data_summary(root)
     skipped += missing

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from ..params import training_seed
 from .checkpoint import CheckpointError
 from .data import BlockOrder, DataError, TokenStream, rank_samples, unigram_loss, val_blocks
 from .model import ModelError, build_model, choose_attention, load_model
@@ -41,7 +42,7 @@ def evaluate(model, blocks: dict[str, torch.Tensor], device, batch: int, autocas
 def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokenizer_dir: Path,
         out_model: Path, ckpt_dir: Path, live_dir: Path, init_model: Path | None = None) -> dict:
     """Train one stage end to end; return the metrics tree (the caller writes it)."""
-    p, seed = params[stage], params["common"]["seed"]
+    p, seed = params[stage], training_seed(params, stage)
     L = p["seq_len"]
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     train = TokenStream(tokens_dir / train_split)

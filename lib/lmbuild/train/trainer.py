@@ -37,6 +37,7 @@ from accelerate import Accelerator
 from . import checkpoint as ckpt
 from .export import export_model
 from .flops import flops_per_token, peak_flops
+from . import numerics
 from .model import count_params
 from .optim import make_optimizer
 from .schedule import lr_factor
@@ -166,7 +167,8 @@ def run(job: Job) -> dict:
             raise TrainError(f"{stage}: dvclive cannot read the git repository ({exc}); "
                              f"commit once (git add -A && git commit) before running training stages") from None
         live.log_params({"stage": stage, "total_steps": total_steps, "world_size": world, "accum": accum,
-                         "params_total": counts["total"], "resumed_from_step": st["step"], **job.log_params})
+                         "params_total": counts["total"], "resumed_from_step": st["step"], **job.log_params,
+                         "numerics": numerics.describe(device, p["precision"])})
 
     stop_after = int(os.environ.get("LMBUILD_STOP_AFTER_STEPS", "0") or 0)
     delay = float(os.environ.get("LMBUILD_STEP_DELAY_S", "0") or 0)
@@ -307,4 +309,5 @@ def run(job: Job) -> dict:
         "parameters": counts["total"],
         "parameters_non_embedding": counts["non_embedding"],
         "world_size": world,
+        "numerics": numerics.numbers(device, p["precision"]),
     }
