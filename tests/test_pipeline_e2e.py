@@ -293,6 +293,15 @@ def test_dvc_reruns_only_what_changed(tmp_path):
         assert (clone / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
     metrics = dvc(clone, "metrics", "show", "--json")
     assert metrics.returncode == 0 and "rlvr" in metrics.stdout, metrics.stderr
+    # every eval number carries its standard error, and the per-item results are in git, so a
+    # clone compares two commits item by item without the DVC cache
+    ev = json.loads((clone / "metrics/eval.json").read_text())
+    assert {"task_accuracy_stderr", "mc_acc_norm_mean_stderr"} <= set(ev["sft"]) and "all_stderr" in ev["sft"]["bpb"]
+    tracked = subprocess.run(["git", "ls-files", "data/eval/sft/items"], cwd=clone, capture_output=True, text=True)
+    assert "data/eval/sft/items/tasks.jsonl" in tracked.stdout.split()
+    cmp = subprocess.run([sys.executable, "-m", "lmbuild.compare", "HEAD~1", "HEAD"], cwd=clone, capture_output=True,
+                         text=True)
+    assert cmp.returncode == 0 and "| metric | A | B |" in cmp.stdout, cmp.stderr
 
 
 @pytest.mark.parametrize("stage", STAGES[1:])

@@ -102,9 +102,15 @@ def test_every_stage_writes_a_chat_model(chain, stage):
     assert chat_answer(root / "models" / stage, "Sort: 3 1 2")  # generates through the chat template
     gen = json.loads((root / "models" / stage / "generation_config.json").read_text())
     assert set(gen["eos_token_id"]) == {3, 0}  # <|im_end|> and <|endoftext|>
+    # no length: it would override a harness's per-task max_gen_toks
+    assert "max_new_tokens" not in gen and "max_length" not in gen
     met = json.loads((root / "metrics" / f"{stage}.json").read_text())
-    for key in ("task_accuracy", "task_accuracy_sort", "task_accuracy_count", "start.task_accuracy", "tokens_per_s"):
+    for key in ("task_accuracy", "task_accuracy_stderr", "task_accuracy_sort", "task_accuracy_count",
+                "start.task_accuracy", "task_accuracy_gain", "task_accuracy_gain_stderr", "tokens_per_s",
+                "numerics.torch_version", "numerics.bf16", "numerics.cpu_avx512f"):
         assert key in met, key
+    # the paired gain is end - start over the same held-out items
+    assert met["task_accuracy_gain"] == pytest.approx(met["task_accuracy"] - met["start.task_accuracy"])
 
 
 def test_sft_mixture_and_rejects(chain):

@@ -66,6 +66,13 @@ carry theirs.
             L = L_rank + sft_weight * L_ft,  L_ft = -log pi_theta(y_best|x) = -pi_w
         (with one pair per prompt the best-ranked response is the chosen one).
 
+`nll_weight` (every loss; 0 by default): adds nll_weight x the chosen completion's negative
+log-likelihood per token. With dpo this is RPO (Pang, Yuan, Cho, He, Sukhbaatar, Weston (2024),
+"Iterative Reasoning Preference Optimization", arXiv:2404.19733, eq. 3), which keeps the chosen
+answers likely where plain DPO lowers both log-probs; Llama 3's DPO recipe (Dubey et al. 2024,
+arXiv:2407.21783, sec. 4.1.4) adds the same term with weight 0.2. cpo, hinge, rrhf and orpo
+have a likelihood term of their own.
+
 NLL terms: the SLiC-HF, CPO and RRHF papers write their likelihood term on the whole sequence,
 -log pi_theta(y|x), i.e. a SUM over tokens; that is the default here. `nll_mean=True` divides by
 |y_w| (per-token mean, ORPO's choice), which keeps the term's size independent of length. ORPO's
@@ -190,8 +197,9 @@ def _log_odds(mean_logp: Tensor) -> Tensor:
     return m - torch.log1p(-torch.exp(m))
 
 
-def preference_loss(kind: str, lp: PairLogps, **hp) -> LossOut:
-    """The `kind` loss on a batch of pairs; `hp` overrides `DEFAULTS[kind]`."""
+def preference_loss(kind: str, lp: PairLogps, nll_weight: float = 0.0, **hp) -> LossOut:
+    """The `kind` loss on a batch of pairs, plus `nll_weight` x the chosen NLL per token (RPO's
+    term, see the module docstring); `hp` overrides `DEFAULTS[kind]`."""
     h = _check(kind, lp, hp)
     pw, pl = _f(lp.chosen), _f(lp.rejected)
     nw, nl = _f(lp.chosen_len), _f(lp.rejected_len)
@@ -246,6 +254,8 @@ def preference_loss(kind: str, lp: PairLogps, **hp) -> LossOut:
         cr, rr = sw, sl
     else:  # pragma: no cover - _check rejects unknown kinds
         raise ValueError(kind)
+    if nll_weight:  # RPO's term: the NLL of y_w per token (Pang et al. normalise by length)
+        loss = loss + nll_weight * _nll(pw, nw, mean=True)
     return LossOut(loss=loss.mean(), chosen_reward=cr.detach(), rejected_reward=rr.detach())
 
 

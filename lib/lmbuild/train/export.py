@@ -17,8 +17,10 @@ def export_model(model: torch.nn.Module, tokenizer_dir: Path | str, out: Path | 
     with atomic_dir(out) as tmp:
         model.config.use_cache = True
         eos = eos_ids[0] if len(eos_ids) == 1 else list(eos_ids)
+        # No length here: a generation_config length overrides what a harness asks per task
+        # (lm-eval's max_gen_toks); lmbuild passes its own max_new_tokens on every call.
         model.generation_config = GenerationConfig(bos_token_id=eos_ids[-1], eos_token_id=eos,
-                                                   pad_token_id=pad_id, do_sample=False, max_new_tokens=64)
+                                                   pad_token_id=pad_id, do_sample=False)
         model.save_pretrained(tmp, safe_serialization=True)
         # the tokenizer's own files only: tokenizer_dir may be a model directory (the previous stage's)
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)

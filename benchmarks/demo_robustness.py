@@ -1,0 +1,158 @@
+"""Does the demo's conclusion hold on any machine? The post-training chain (sft -> dpo_pairs -> dpo
+-> rlvr) over several training seeds x two precisions, and the whole chain from pretrain over a
+few seeds, each run in a scratch workspace (lmbuild.workspace) from the repository's upstream
+outputs; then the demo's targets checked over the runs.
+
+A change of precision (fp32 vs bf16 autocast) perturbs the numerics the way another CPU does, and
+a new pretrain seed stands for the different base model another machine trains, so a claim that
+survives this table survives a fresh clone elsewhere.
+
+    make repro                                   # the upstream outputs (models/anneal, data/tokens)
+    .venv/bin/python benchmarks/demo_robustness.py                     # 5 seeds x fp32/bf16 + 3 full
+    .venv/bin/python benchmarks/demo_robustness.py --seeds 1 2 --precisions bf16 --full-seeds   # quick
+
+Writes reports/robustness.json (every run's metrics) and reports/robustness.md (the table and the
+targets). --jobs 2 runs two workspaces at once with one thread each (on 2 cores that is ~15%
+more work per hour than one 2-thread run; timings then are per 1-thread process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from lmbuild import stats  # noqa: E402
+from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
+
+POST = ("sft", "dpo_pairs", "dpo", "rlvr")
+SEED_KEYS = {"pretrain": "pretrain.seed", "anneal": "anneal.seed", "sft": "sft.seed", "dpo_pairs": "dpo.pairs.seed",
+             "dpo": "dpo.seed", "rlvr": "rlvr.seed"}
+PRECISION_KEYS = ("pretrain.precision", "anneal.precision", "sft.precision", "dpo.precision", "rlvr.precision")
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def one_run(work: Path, name: str, seed: int, precision: str, full: bool, threads: int) -> dict:
+    stages = (("pretrain", "anneal") if full else ()) + POST
+    overrides = {SEED_KEYS[s]: seed for s in stages}
+    overrides.update({k: precision for k in PRECISION_KEYS if full or not k.startswith(("pretrain", "anneal"))})
+    links = ["data/tokens", "models/tokenizer"] if full else ["models/anneal"]
+    root = make(work / name, overrides, links)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    times = {}
+    for stage in stages:
+        times[stage] = run_stage(root, stage)
+        print(f"{name}: {stage} {times[stage]:.0f} s", file=sys.stderr, flush=True)
+    m = {s: read_metrics(root, s) for s in stages if s != "dpo_pairs"}
+    row = {"run": name, "seed": seed, "precision": precision, "full_chain": full, "seconds": times,
+           "sft.task_accuracy": m["sft"]["task_accuracy"], "sft.task_accuracy_stderr": m["sft"]["task_accuracy_stderr"],
+           "dpo.reward_accuracy": m["dpo"]["val.reward_accuracy"],
+           "dpo.reward_accuracy_stderr": m["dpo"].get("val.reward_accuracy_stderr"),
+           "dpo.task_accuracy": m["dpo"]["task_accuracy"],
+           "dpo.task_accuracy_gain": m["dpo"]["task_accuracy_gain"],
+           "dpo.task_accuracy_gain_stderr": m["dpo"]["task_accuracy_gain_stderr"]}
+    r = m["rlvr"]
+    for k in ("task_accuracy", "sampled_reward", "sampled_accuracy"):
+        row[f"rlvr.start.{k}"], row[f"rlvr.{k}"] = r[f"start.{k}"], r[k]
+        row[f"rlvr.{k}_gain"], row[f"rlvr.{k}_gain_stderr"] = r[f"{k}_gain"], r[f"{k}_gain_stderr"]
+    if full:
+        row["pretrain.val_loss"] = m["pretrain"]["val_loss"]
+        row["anneal.val_loss"] = m["anneal"]["val_loss"]
+    for s in ("sft", "rlvr"):
+        row[f"{s}.numerics"] = {k[len("numerics."):]: v for k, v in m[s].items() if k.startswith("numerics.")}
+    return row
+
+
+def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    """(target, met, what was measured) for the demo's claims, over every run."""
+    sft = [r["sft.task_accuracy"] for r in rows]
+    s_sft = stats.summarize(sft)
+    out = [("sft: held-out task accuracy mean >= 0.5", s_sft["mean"] >= 0.5,
+            f"mean {s_sft['mean']:.3f} (sd {s_sft['sd']:.3f})"),
+           ("sft: every run >= 0.35", s_sft["min"] >= 0.35, f"min {s_sft['min']:.3f}")]
+    rw = [r["dpo.reward_accuracy"] for r in rows]
+    out.append(("dpo: held-out reward accuracy >= 0.6 in every run", min(rw) >= 0.6, f"min {min(rw):.3f}"))
+    g = stats.summarize([r["dpo.task_accuracy_gain"] for r in rows])
+    out.append(("dpo: task accuracy on average not more than one standard error below sft's",
+                g["mean"] >= -g["se"], f"dpo - sft {g['mean']:+.3f} (se {g['se']:.3f})"))
+    n = len(rows)
+    for key, what in (("sampled_reward", "held-out mean reward"), ("task_accuracy", "greedy accuracy")):
+        ups = sum(r[f"rlvr.{key}_gain"] > 0 for r in rows)
+        gs = stats.summarize([r[f"rlvr.{key}_gain"] for r in rows])
+        need = -(-9 * n // 10)
+        out.append((f"rlvr: {what} higher at the end in >= 9 of 10 runs", ups >= need, f"{ups} of {n}"))
+        out.append((f"rlvr: mean {what} gain >= 3 standard errors", gs["mean"] >= 3 * gs["se"],
+                    f"{gs['mean']:+.4f} (se {gs['se']:.4f}, {gs['mean'] / gs['se']:.1f} se)" if gs["se"] else "n/a"))
+    return out
+
+
+def markdown(rows: list[dict], head: str) -> str:
+    lines = [head, "", "| run | seed | precision | sft acc | dpo reward acc | dpo acc | rlvr greedy start -> end "
+             "| rlvr reward start -> end | minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['seed']} | {r['precision']} | {r['sft.task_accuracy']:.3f} | "
+                     f"{r['dpo.reward_accuracy']:.3f} | {r['dpo.task_accuracy']:.3f} | "
+                     f"{r['rlvr.start.task_accuracy']:.3f} -> {r['rlvr.task_accuracy']:.3f} | "
+                     f"{r['rlvr.start.sampled_reward']:.3f} -> {r['rlvr.sampled_reward']:.3f} | "
+                     f"{sum(r['seconds'].values()) / 60:.1f} |")
+    lines += ["", "Over all runs (mean +- sd, [min, max]):", ""]
+    for key in ("sft.task_accuracy", "dpo.reward_accuracy", "dpo.task_accuracy", "dpo.task_accuracy_gain",
+                "rlvr.task_accuracy_gain", "rlvr.sampled_reward_gain", "rlvr.sampled_accuracy_gain",
+                "pretrain.val_loss"):
+        vals = [r[key] for r in rows if key in r]
+        if vals:
+            s = stats.summarize(vals)
+            lines.append(f"- {key}: {s['mean']:.4f} +- {s['sd']:.4f} [{s['min']:.4f}, {s['max']:.4f}] "
+                         f"(n {s['n']}, se of the mean {s['se']:.4f})")
+    lines += ["", "| target | met | measured |", "|---|---|---|"]
+    lines += [f"| {t} | {'yes' if ok else 'NO'} | {what} |" for t, ok, what in targets(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3, 4, 5])
+    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--full-seeds", type=int, nargs="*", default=[11, 12, 13],
+                    help="seeds of whole-chain runs from pretrain (bf16, the demo's precision)")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--work", type=Path, default=REPO / ".cache" / "robustness")
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / "robustness")
+    args = ap.parse_args()
+    threads = 2 if args.jobs == 1 else 1
+    plan = [(f"post-s{s}-{p}", s, p, False) for s in args.seeds for p in args.precisions]
+    plan += [(f"full-s{s}-bf16", s, "bf16", True) for s in args.full_seeds]
+    t0 = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda job: one_run(args.work, *job, threads=threads), plan))
+    load = os.getloadavg()
+    head = (f"# Demo robustness\n\n{len(rows)} runs on {cpu_model()} ({os.cpu_count()} cores, {args.jobs} run(s) at "
+            f"a time with {threads} thread(s) each; load average at the end {load[0]:.1f}), "
+            f"{(time.time() - t0) / 60:.0f} minutes in all. Post-training runs start from the repository's "
+            f"models/anneal; full-chain runs from its data/tokens. Held-out items are the same in every run "
+            f"(common.seed); only the training seeds and the precision change.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    md = markdown(rows, head)
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
