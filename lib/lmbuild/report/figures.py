@@ -252,7 +252,7 @@ def task_accuracy_figure(root: Path, stages: list[str], p: dict) -> Fig | None:
 EVAL_PANELS = (("held-out task accuracy", ("task_accuracy",), "accuracy"),
                ("bits per byte (held-out text)", ("bpb", "all"), "bits/byte"),
                ("multiple choice (mean acc_norm)", ("mc_acc_norm_mean",), "accuracy"),
-               ("preference accuracy (held-out pairs)", ("preference", "preferences", "accuracy"), "accuracy"))
+               ("preference accuracy", ("preference", "preferences", "accuracy"), "accuracy"))
 
 
 def _lookup(tree: dict, path: tuple[str, ...]) -> tuple[float | None, float | None]:
