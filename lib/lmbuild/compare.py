@@ -183,7 +183,8 @@ def compare(root: Path, side_a: str, side_b: str) -> list[dict]:
                 row["stderr"] = se
                 row["beyond_noise"] = stats.beyond_noise(row["diff"], se)
         rows.append(row)
-    return rows
+    # the metrics with a standard error first (what a reader can judge), each group in key order
+    return sorted(rows, key=lambda r: r["stderr"] is None)
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -191,6 +192,8 @@ def _fmt(v, digits: int = 4) -> str:
         return ""
     if isinstance(v, bool):
         return "yes" if v else "no"
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
     return f"{v:.{digits}g}" if abs(v) < 1e6 else f"{v:.4e}"
 
 
