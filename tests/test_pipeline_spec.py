@@ -1,71 +1,20 @@
 """dvc.yaml keeps the stage contract: desc, `python -m stages.<name>`, params [common, <name>],
-and deps covering the stage script, its spec and every lib module it imports (DVC does not
-follow imports, so a missing dep would let a code change go unnoticed)."""
+and deps naming the stage script, its spec and exactly the lib modules it imports (DVC does not
+follow imports: a missing dep would let a code change go unnoticed, an extra one reruns a stage,
+hours on a GPU, after an edit it never sees). `python -m lmbuild.deps --write` keeps them."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO
+from lmbuild.deps import closure, differences
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 LIB = REPO / "lib"
-
-
-def module_file(name: str) -> Path | None:
-    base = LIB.joinpath(*name.split("."))
-    for cand in (base.with_suffix(".py"), base / "__init__.py"):
-        if cand.exists():
-            return cand
-    return None
-
-
-def lmbuild_imports(path: Path, package: str | None) -> set[str]:
-    """Modules of lmbuild that a file imports (absolute and relative imports)."""
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.split(".")[0] == "lmbuild")
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                mod = f"{base}.{node.module}" if node.module else base
-            else:
-                mod = node.module or ""
-            if mod.split(".")[0] != "lmbuild":
-                continue
-            found.add(mod)
-            for alias in node.names:  # `from pkg import module`
-                if module_file(f"{mod}.{alias.name}") is not None:
-                    found.add(f"{mod}.{alias.name}")
-    return found
-
-
-def closure(script: Path) -> set[Path]:
-    """Every lmbuild source file a stage script imports, directly or through other modules
-    (including each package's __init__.py, which Python runs on import)."""
-    todo, seen = list(lmbuild_imports(script, None)), set()
-    files: set[Path] = set()
-    while todo:
-        mod = todo.pop()
-        if mod in seen:
-            continue
-        seen.add(mod)
-        parts = mod.split(".")
-        for i in range(1, len(parts) + 1):  # parent packages' __init__ run too
-            f = module_file(".".join(parts[:i]))
-            if f is None:
-                continue
-            files.add(f)
-            pkg = ".".join(parts[:i]) if f.name == "__init__.py" else ".".join(parts[: i - 1])
-            todo.extend(lmbuild_imports(f, pkg))
-    return files
 
 
 SHARED_SECTIONS = {"tasks"}
@@ -105,6 +54,24 @@ def test_stage_contract(name):
     assert not missing, f"stage {name} imports lib modules it does not declare as deps: {missing}"
 
 
+def test_lib_deps_are_exactly_the_imports():
+    # both ways: nothing imported is undeclared, nothing declared is left unimported
+    assert differences(DVC, REPO) == [], "run `python -m lmbuild.deps --write`"
+
+
+def test_editing_a_module_reruns_exactly_the_stages_that_import_it():
+    # what DVC reruns after an edit: the stages with a dep equal to the file or a directory
+    # above it; what should rerun: the stages whose import closure holds the file
+    importers: dict[str, set[str]] = {}
+    for name, (script, _) in stage_defs().items():
+        for p in closure(REPO / "stages" / f"{script}.py"):
+            importers.setdefault(p.relative_to(REPO).as_posix(), set()).add(name)
+    for path in sorted((REPO / "lib" / "lmbuild").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        reruns = {name for name, (_, st) in stage_defs().items() if covered(path, st["deps"])}
+        assert reruns == importers.get(rel, set()), rel
+
+
 def test_every_stage_script_is_in_the_pipeline():
     scripts = {p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__"}
     assert scripts == set(DVC["stages"])
@@ -116,10 +83,15 @@ def test_import_closure_sees_transitive_modules():
     assert {"lib/lmbuild/executor.py", "lib/lmbuild/shards.py", "lib/lmbuild/acquire/records.py"} <= files
 
 
-def test_a_missing_dep_is_caught():
-    deps = [d for d in DVC["stages"]["acquire"]["deps"] if d != "lib/lmbuild/shards.py"]
-    files = closure(REPO / "stages" / "acquire.py")
-    assert any(not covered(p, deps) for p in files)
+def test_a_missing_or_extra_dep_is_caught():
+    import copy
+    dvc = copy.deepcopy(DVC)
+    deps = dvc["stages"]["sft"]["deps"]
+    deps.remove("lib/lmbuild/shards.py")
+    deps.append("lib/lmbuild/posttrain/grpo.py")
+    lines = differences(dvc, REPO)
+    assert "dvc.yaml: sft: imports but does not declare lib/lmbuild/shards.py" in lines
+    assert "dvc.yaml: sft: declares but does not import lib/lmbuild/posttrain/grpo.py" in lines
 
 
 def test_metrics_and_plots_are_declared_top_level():
@@ -133,3 +105,17 @@ def test_metrics_and_plots_are_declared_top_level():
 
 def test_dvc_analytics_off():
     assert "analytics = false" in (REPO / ".dvc" / "config").read_text()
+
+
+def test_deps_tool_rewrites_only_lib_entries_and_keeps_comments(tmp_path):
+    from lmbuild import deps
+    for d in ("stages", "lib"):
+        (tmp_path / d).symlink_to(REPO / d)
+    text = (REPO / "dvc.yaml").read_text()
+    # a whole-package dep, as dvc.yaml had before: rewritten into the imported files
+    text = text.replace("      - lib/lmbuild/mix/__init__.py\n", "      - lib/lmbuild/mix\n", 1)
+    (tmp_path / "dvc.yaml").write_text(text)
+    assert deps.main(["--check", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 1
+    assert deps.main(["--write", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 0
+    assert deps.main(["--check", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 0
+    assert (tmp_path / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()  # comments, order, style kept
