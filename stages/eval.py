@@ -16,10 +16,11 @@ from pathlib import Path
 from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.model_eval import evaluate_stage
 from lmbuild.eval.multiple_choice import TaskFileError
+from lmbuild.model_stages import MODEL_STAGES
 from lmbuild.params import ParamsError, load_params_or_exit
 from lmbuild.shards import ShardError
 
-STAGES = ("pretrain", "anneal", "sft", "dpo", "rlvr")
+STAGES = MODEL_STAGES
 
 
 def main() -> None:

@@ -119,3 +119,22 @@ def test_deps_tool_rewrites_only_lib_entries_and_keeps_comments(tmp_path):
     assert deps.main(["--write", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 0
     assert deps.main(["--check", "--dvc-yaml", str(tmp_path / "dvc.yaml")]) == 0
     assert (tmp_path / "dvc.yaml").read_text() == (REPO / "dvc.yaml").read_text()  # comments, order, style kept
+
+
+def test_model_stage_list_has_one_source():
+    from lmbuild.model_stages import MODEL_STAGES
+    from lmbuild.report.collect import MODEL_STAGES as report_stages
+    from lmbuild.seeds import TRAINING_SECTIONS
+    stages = list(MODEL_STAGES)
+    assert DVC["stages"]["eval"]["foreach"] == stages
+    assert report_stages is MODEL_STAGES
+    assert TRAINING_SECTIONS == ("pretrain", "anneal", "sft", "dpo.pairs", "dpo", "rlvr")
+    specs = {s: yaml.safe_load((REPO / "specs" / f"{s}.yaml").read_text()) for s in ("eval", "report")}
+    assert specs["eval"]["chat_stages"]["schema"]["allowed"] == stages
+    assert specs["report"]["stages"]["schema"]["allowed"] == stages
+    assert specs["report"]["stages"]["default"] == stages
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["report"]["stages"] == stages
+    assert "from lmbuild.model_stages import MODEL_STAGES" in (REPO / "stages" / "eval.py").read_text()
+    # every model stage is a stage, and a training stage with a seed in its params spec
+    for s in stages:
+        assert s in DVC["stages"] and "seed" in yaml.safe_load((REPO / "specs" / f"{s}.yaml").read_text())

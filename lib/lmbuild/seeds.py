@@ -25,8 +25,10 @@ from pathlib import Path
 
 from . import stats
 from .compare import CompareError, read_metrics, resolve
+from .model_stages import MODEL_STAGES
 
-TRAINING_SECTIONS = ("pretrain", "anneal", "sft", "dpo.pairs", "dpo", "rlvr")
+# the params sections with a training seed, in pipeline order (dpo_pairs samples with dpo.pairs.seed)
+TRAINING_SECTIONS = tuple(s for m in MODEL_STAGES for s in (("dpo.pairs", "dpo") if m == "dpo" else (m,)))
 OUT = Path("studies/seeds")
 # The metrics the markdown summary shows (the JSON has every one).
 MAIN = ("pretrain.val_loss", "anneal.val_loss", "sft.task_accuracy", "dpo.task_accuracy", "dpo.val.reward_accuracy",

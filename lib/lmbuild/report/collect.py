@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-# Model stages in pipeline order: the order of metrics/eval.json and of the table columns.
-MODEL_STAGES = ("pretrain", "anneal", "sft", "dpo", "rlvr")
+from ..model_stages import MODEL_STAGES  # noqa: F401  (pipeline order: that of metrics/eval.json and the tables)
+
 EVAL_DIR = Path("data/eval")
 CONTAMINATION = EVAL_DIR / "contamination.json"
 
