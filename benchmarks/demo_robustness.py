@@ -47,18 +47,42 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def one_run(work: Path, name: str, seed: int, precision: str, full: bool, threads: int) -> dict:
+def finished(root: Path, stages: tuple[str, ...], overrides: dict) -> bool:
+    """A workspace whose every stage wrote its metrics, with the same overrides (--reuse)."""
+    import yaml
+    if not all((root / "metrics" / f"{s}.json").is_file() for s in stages):
+        return False
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    for key, value in overrides.items():
+        node = p
+        for part in key.split("."):
+            node = node[part]
+        if node != value:
+            return False
+    return True
+
+
+def one_run(work: Path, name: str, seed: int, precision: str, full: bool, threads: int, reuse: bool = False) -> dict:
     stages = (("pretrain", "anneal") if full else ()) + POST
     overrides = {SEED_KEYS[s]: seed for s in stages}
     overrides.update({k: precision for k in PRECISION_KEYS if full or not k.startswith(("pretrain", "anneal"))})
     links = ["data/tokens", "models/tokenizer"] if full else ["models/anneal"]
-    root = make(work / name, overrides, links)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    root = work / name
     times = {}
-    for stage in stages:
-        times[stage] = run_stage(root, stage)
-        print(f"{name}: {stage} {times[stage]:.0f} s", file=sys.stderr, flush=True)
+    if reuse and finished(root, stages, overrides):
+        times_file = root / "logs" / "seconds.json"
+        times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+        print(f"{name}: reusing the finished run in {root}", file=sys.stderr, flush=True)
+    else:
+        make(root, overrides, links)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        for stage in stages:
+            times[stage] = run_stage(root, stage)
+            print(f"{name}: {stage} {times[stage]:.0f} s", file=sys.stderr, flush=True)
+            (root / "logs" / "seconds.json").write_text(json.dumps(times))
     m = {s: read_metrics(root, s) for s in stages if s != "dpo_pairs"}
+    if not times:  # reused from a run that kept no timings: the training stages' own wall times
+        times = {s: m[s]["wall_time_s"] for s in m if "wall_time_s" in m[s]}
     row = {"run": name, "seed": seed, "precision": precision, "full_chain": full, "seconds": times,
            "sft.task_accuracy": m["sft"]["task_accuracy"], "sft.task_accuracy_stderr": m["sft"]["task_accuracy_stderr"],
            "dpo.reward_accuracy": m["dpo"]["val.reward_accuracy"],
@@ -133,13 +157,15 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--work", type=Path, default=REPO / ".cache" / "robustness")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "robustness")
+    ap.add_argument("--reuse", action="store_true",
+                    help="read runs whose workspace already holds every stage's metrics instead of rerunning them")
     args = ap.parse_args()
     threads = 2 if args.jobs == 1 else 1
     plan = [(f"post-s{s}-{p}", s, p, False) for s in args.seeds for p in args.precisions]
     plan += [(f"full-s{s}-bf16", s, "bf16", True) for s in args.full_seeds]
     t0 = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: one_run(args.work, *job, threads=threads), plan))
+        rows = list(pool.map(lambda job: one_run(args.work, *job, threads=threads, reuse=args.reuse), plan))
     load = os.getloadavg()
     head = (f"# Demo robustness\n\n{len(rows)} runs on {cpu_model()} ({os.cpu_count()} cores, {args.jobs} run(s) at "
             f"a time with {threads} thread(s) each; load average at the end {load[0]:.1f}), "

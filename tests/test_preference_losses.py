@@ -168,11 +168,11 @@ def test_dpo_gradient_by_hand():
 def test_rpo_adds_the_chosen_nll_per_token():
     # RPO (Pang et al. 2024): DPO + w * (-pi_w / |y_w|); chosen sums -10 over 5 tokens, -8 over 4
     base = preference_loss("dpo", pairs()).loss.item()
-    rpo = preference_loss("dpo", pairs(), nll_weight=0.2).loss.item()
+    rpo = preference_loss("dpo", pairs(), rpo_alpha=0.2).loss.item()
     assert rpo == pytest.approx(base + 0.2 * (10 / 5 + 8 / 4) / 2, rel=1e-6)
     # the NLL term pushes the chosen log-prob up and leaves the rejected gradient as DPO's
     lp = pairs(grad=True)
-    preference_loss("dpo", lp, nll_weight=0.2).loss.backward()
+    preference_loss("dpo", lp, rpo_alpha=0.2).loss.backward()
     assert lp.chosen.grad[0].item() == pytest.approx((-0.1 * sig(-0.2) - 0.2 / 5) / 2, rel=1e-5)
     assert lp.rejected.grad[1].item() == pytest.approx(0.1 * sig(0.0) / 2, rel=1e-5)
 

@@ -149,7 +149,7 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
 
     def loss_fn(m, batch):
         n = batch["ref_chosen"].shape[0]
-        out = preference_loss(kind, _pair_logps(m, batch, n, kl), nll_weight=p["nll_weight"], **hp)
+        out = preference_loss(kind, _pair_logps(m, batch, n, kl), rpo_alpha=p["rpo_alpha"], **hp)
         return out.loss, {k: torch.tensor(v) for k, v in reward_metrics(out).items()}
 
     @torch.no_grad()
@@ -162,7 +162,7 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
             batch = {k: v.to(dev) for k, v in _to_batch(chunk, pad_id, kl).items()}
             with autocast():
                 lp = _pair_logps(m, batch, len(chunk), kl)
-            outs.append(preference_loss(kind, lp, nll_weight=p["nll_weight"], **hp))
+            outs.append(preference_loss(kind, lp, rpo_alpha=p["rpo_alpha"], **hp))
             pol_c.append(lp.chosen)
             pol_r.append(lp.rejected)
         m.train(was)
@@ -186,7 +186,7 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
               fingerprint_inputs={"init_model": init_model / "model.safetensors", "pairs": pairs_dir / PAIR_FILE},
               tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=loss_fn, code_dirs=[Path(__file__).parent],
-              log_params={"loss": kind, **{f"loss_{k}": v for k, v in hp.items()}, "nll_weight": p["nll_weight"],
+              log_params={"loss": kind, **{f"loss_{k}": v for k, v in hp.items()}, "rpo_alpha": p["rpo_alpha"],
                           "pairs": len(train)})
     m = run_job(job)
     ev = m.pop("eval")

@@ -66,7 +66,7 @@ carry theirs.
             L = L_rank + sft_weight * L_ft,  L_ft = -log pi_theta(y_best|x) = -pi_w
         (with one pair per prompt the best-ranked response is the chosen one).
 
-`nll_weight` (every loss; 0 by default): adds nll_weight x the chosen completion's negative
+`rpo_alpha` (every loss; 0 by default): adds rpo_alpha x the chosen completion's negative
 log-likelihood per token. With dpo this is RPO (Pang, Yuan, Cho, He, Sukhbaatar, Weston (2024),
 "Iterative Reasoning Preference Optimization", arXiv:2404.19733, eq. 3), which keeps the chosen
 answers likely where plain DPO lowers both log-probs; Llama 3's DPO recipe (Dubey et al. 2024,
@@ -197,8 +197,8 @@ def _log_odds(mean_logp: Tensor) -> Tensor:
     return m - torch.log1p(-torch.exp(m))
 
 
-def preference_loss(kind: str, lp: PairLogps, nll_weight: float = 0.0, **hp) -> LossOut:
-    """The `kind` loss on a batch of pairs, plus `nll_weight` x the chosen NLL per token (RPO's
+def preference_loss(kind: str, lp: PairLogps, rpo_alpha: float = 0.0, **hp) -> LossOut:
+    """The `kind` loss on a batch of pairs, plus `rpo_alpha` x the chosen NLL per token (RPO's
     term, see the module docstring); `hp` overrides `DEFAULTS[kind]`."""
     h = _check(kind, lp, hp)
     pw, pl = _f(lp.chosen), _f(lp.rejected)
@@ -254,8 +254,8 @@ def preference_loss(kind: str, lp: PairLogps, nll_weight: float = 0.0, **hp) -> 
         cr, rr = sw, sl
     else:  # pragma: no cover - _check rejects unknown kinds
         raise ValueError(kind)
-    if nll_weight:  # RPO's term: the NLL of y_w per token (Pang et al. normalise by length)
-        loss = loss + nll_weight * _nll(pw, nw, mean=True)
+    if rpo_alpha:  # RPO's term: the NLL of y_w per token (Pang et al. normalise by length)
+        loss = loss + rpo_alpha * _nll(pw, nw, mean=True)
     return LossOut(loss=loss.mean(), chosen_reward=cr.detach(), rejected_reward=rr.detach())
 
 
