@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from lmbuild.posttrain.chat_data import FORMATS, PAIR_FORMATS, ChatDataError, Pair, Reject, read_conversations, read_pairs
-from lmbuild.posttrain.chat_encoding import encode_completion, encode_conversation, encode_prompt
+from lmbuild.lm.chat_data import FORMATS, PAIR_FORMATS, ChatDataError, Pair, Reject, read_conversations, read_pairs
+from lmbuild.lm.chat import encode_completion, encode_conversation, encode_prompt
 from lmbuild.tokenize.chat_template import IM_END, IM_START
 from train_data import make_tokenizer, synthetic_docs
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lmbuild.posttrain.logprobs import completion_logps, sequence_logps, token_logps
+from lmbuild.lm.logprobs import completion_logps, sequence_logps, token_logps
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmbuild.posttrain.chat_encoding import encode_conversation
+from lmbuild.lm.chat import encode_conversation
 from lmbuild.posttrain.packing import Packed, model_inputs, pack, packed_attention_mask
 from train_data import make_tokenizer, synthetic_docs
 

@@ -138,3 +138,12 @@ def test_model_stage_list_has_one_source():
     # every model stage is a stage, and a training stage with a seed in its params spec
     for s in stages:
         assert s in DVC["stages"] and "seed" in yaml.safe_load((REPO / "specs" / f"{s}.yaml").read_text())
+
+
+def test_eval_and_posttrain_are_siblings():
+    # eval scores models through the shared model layer (lmbuild.lm), never through a training
+    # stage's internals, so an edit to the dpo losses or the trainer does not re-evaluate anything
+    for script in ("eval", "eval_sets", "contamination"):
+        files = {p.relative_to(REPO).as_posix() for p in closure(REPO / "stages" / f"{script}.py")}
+        inside = sorted(f for f in files if f.startswith(("lib/lmbuild/posttrain/", "lib/lmbuild/train/")))
+        assert not inside, f"{script} imports {inside}"

@@ -17,7 +17,8 @@ import yaml
 from conftest import REPO, Project, assert_same_metrics, live_steps, sigkill_after_checkpoint, stage_env
 from lmbuild.params import validate_section
 from lmbuild.train.data import BlockOrder, TokenStream, rank_samples, unigram_loss, val_blocks
-from lmbuild.train.model import build_model, choose_attention, count_params
+from lmbuild.lm.model import choose_attention
+from lmbuild.train.model import build_model, count_params
 from lmbuild.train.optim import param_groups
 from lmbuild.train.schedule import lr_factor
 from train_data import make_project_inputs

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
-from ..posttrain.chat_data import ChatDataError, read_pairs
+from ..lm.chat_data import ChatDataError, read_pairs
 from ..shards import list_shards, read_batches
 from .multiple_choice import Item, read_items
 

@@ -13,8 +13,8 @@ import sys
 
 import torch
 
-from ..posttrain.logprobs import completion_logps, sequence_logps
-from ..posttrain.pairs import right_pad
+from ..lm.logprobs import completion_logps, sequence_logps
+from ..lm.padding import right_pad
 
 
 def lm_eval_pair(tok, context: str, continuation: str, *, prefix_id: int, add_bos: bool = False

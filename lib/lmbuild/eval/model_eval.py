@@ -26,15 +26,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from ..posttrain.chat_encoding import encode_completion, encode_prompt
-from ..posttrain.generation import accuracy_summary, sample, task_accuracy
-from ..posttrain.sft import chat_ids
-from ..posttrain.task_setup import heldout
+from ..lm.chat import chat_ids, encode_completion, encode_prompt
+from ..lm.generation import accuracy_summary, sample, task_accuracy
+from ..lm.model import choose_attention, load_model
+from ..lm.precision import precision_context
+from ..lm.task_setup import heldout
 from ..shards import atomic_dir
-from ..tokenize.chat_template import EOT
-from ..train.model import choose_attention, load_model
-from ..train.trainer import precision_context
 from ..stats import with_stderr
+from ..tokenize.chat_template import EOT
 from .bpb import document_bits, summarize_bits
 from .data import heldout_docs, mc_tasks, preference_sets
 from .loglik import continuation_logps, lm_eval_pair

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..params import training_seed
-from ..posttrain.task_setup import heldout, training_examples
+from ..lm.task_setup import heldout, training_examples
 from ..shards import atomic_dir
 from .contamination import overlap
 from .data import SETS, dpo_texts, heldout_docs, mc_tasks, mix_texts, preference_sets, read_docs, sft_texts

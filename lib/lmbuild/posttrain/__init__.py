@@ -1,2 +1,3 @@
-"""Post-training: chat data and packing (sft), preference losses and pairs (dpo), group-relative
-policy optimisation (rlvr), and the sampling and log-prob helpers they share."""
+"""Post-training: packing (sft), preference losses and pairs (dpo), group-relative policy
+optimisation (rlvr). What these share with eval (sampling, log-probs, chat encoding and files,
+padding, precision, the tasks section) is in lmbuild.lm."""

@@ -15,20 +15,21 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from ..lm.chat import chat_ids
+from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
+from ..lm.logprobs import completion_logps, sequence_logps
+from ..lm.model import choose_attention, load_model
+from ..lm.precision import precision_context
+from ..lm.task_setup import heldout
 from ..params import ParamsError, training_seed
-from ..stats import mean_stderr
 from ..shards import atomic_dir
+from ..stats import mean_stderr
 from ..train.data import EpochOrder, rank_samples
-from ..train.model import choose_attention, load_model
-from ..train.trainer import Job, precision_context
+from ..train.trainer import Job
 from ..train.trainer import run as run_job
-from .generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
-from .logprobs import completion_logps, sequence_logps
 from .pairs import (assign_splits, encode_pair, from_files, link_mismatched, on_policy, pair_tensors,
                     reference_logps)
 from .preference_losses import DEFAULTS, NEEDS_KL_SAMPLES, LossOut, PairLogps, preference_loss, reward_metrics
-from .sft import chat_ids
-from .task_setup import heldout
 
 PAIR_FILE = "pairs.jsonl"
 

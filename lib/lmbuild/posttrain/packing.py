@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .chat_encoding import IGNORE_INDEX
+from ..lm.chat import IGNORE_INDEX
 
 
 @dataclass

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
+from ..lm.chat import encode_completion, encode_prompt
+from ..lm.chat_data import ChatDataError, Pair, read_pairs
+from ..lm.generation import sample
+from ..lm.logprobs import completion_logps, sequence_logps
+from ..lm.padding import right_pad
+from ..lm.task_setup import task_reward, training_examples
 from ..params import ParamsError
-from .chat_data import ChatDataError, Pair, read_pairs
-from .chat_encoding import encode_completion, encode_prompt
-from .generation import sample
-from .logprobs import completion_logps, sequence_logps
-from .task_setup import task_reward, training_examples
 
 
 def _val(prompt: list[dict], fraction: float) -> bool:
@@ -102,19 +103,6 @@ def pair_tensors(rows: list[dict], pad_id: int, kl: bool = False) -> dict[str, t
     if kl:
         seqs += [(r["prompt_ids"], r["kl_ids"]) for r in rows]
     return right_pad(seqs, pad_id)
-
-
-def right_pad(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """(prompt, completion) id lists -> right-padded input_ids, attention_mask, completion_mask."""
-    width = max(len(p) + len(c) for p, c in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    comp = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, (p, c) in enumerate(seqs):
-        ids[i, :len(p) + len(c)] = torch.tensor(p + c)
-        attn[i, :len(p) + len(c)] = 1
-        comp[i, len(p):len(p) + len(c)] = 1
-    return {"input_ids": ids, "attention_mask": attn, "completion_mask": comp}
 
 
 def link_mismatched(rows: list[dict]) -> None:

@@ -17,19 +17,19 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from ..lm.chat import chat_ids, encode_prompt
+from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
+                             task_sampled)
+from ..lm.logprobs import completion_logps
+from ..lm.model import choose_attention, load_model
+from ..lm.padding import right_pad
+from ..lm.precision import precision_context
+from ..lm.task_setup import heldout, task_reward, training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
-from ..train.model import choose_attention, load_model
-from ..train.trainer import Job, precision_context
+from ..train.trainer import Job
 from ..train.trainer import run as run_job
-from .chat_encoding import encode_prompt
-from .generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
-                         task_sampled)
 from .grpo import group_advantages, policy_loss
-from .logprobs import completion_logps
-from .pairs import right_pad
-from .sft import chat_ids
-from .task_setup import heldout, task_reward, training_examples
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:

@@ -11,24 +11,18 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+from ..lm.chat import chat_ids
+from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
+from ..lm.model import choose_attention, load_model
+from ..lm.precision import precision_context
+from ..lm.task_setup import heldout
 from ..params import training_seed
 from ..shards import atomic_dir
-from ..tokenize.chat_template import EOT, IM_END
 from ..train.data import EpochOrder, rank_samples
-from ..train.model import choose_attention, load_model
-from ..train.trainer import Job, precision_context
+from ..train.trainer import Job
 from ..train.trainer import run as run_job
-from .generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
 from .packing import model_inputs, pack
 from .sft_data import build
-from .task_setup import heldout
-
-
-def chat_ids(tok) -> tuple[list[int], int]:
-    """(eos ids: <|im_end|> then <|endoftext|>, pad id) of a tokenizer with lmbuild's template."""
-    eos = [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(EOT)]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[1]
-    return eos, pad
 
 
 def packed_loss(model, batch):

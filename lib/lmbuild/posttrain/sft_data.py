@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..lm.chat import encode_conversation
+from ..lm.chat_data import ChatDataError, read_conversations
+from ..lm.task_setup import heldout, training_examples
 from ..params import ParamsError
 from ..tasks import Example
-from .chat_data import ChatDataError, read_conversations
-from .chat_encoding import encode_conversation
-from .task_setup import heldout, training_examples
 
 
 @dataclass

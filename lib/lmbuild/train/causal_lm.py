@@ -11,7 +11,8 @@ from transformers import AutoTokenizer
 from ..params import training_seed
 from .checkpoint import CheckpointError
 from .data import BlockOrder, DataError, TokenStream, rank_samples, unigram_loss, val_blocks
-from .model import ModelError, build_model, choose_attention, load_model
+from ..lm.model import choose_attention, load_model
+from .model import ModelError, build_model
 from .trainer import Job, Stopped, TrainError, metric_key
 from .trainer import run as run_job
 

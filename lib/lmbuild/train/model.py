@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Olmo2Config
 
 
 class ModelError(Exception):
     """Params that cannot make a model; the message names the key."""
-
-
-def choose_attention(requested: str, device: torch.device) -> str:
-    """`auto` -> flash_attention_2 when flash_attn imports and the GPU is Ampere or newer, else sdpa."""
-    if requested != "auto":
-        return requested
-    if (device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
-            and torch.cuda.get_device_capability(device)[0] >= 8):
-        return "flash_attention_2"
-    return "sdpa"
 
 
 def model_config(m: dict, vocab_size: int, eot_id: int, pad_id: int, attn: str = "sdpa"):
@@ -50,10 +38,6 @@ def build_model(m: dict, vocab_size: int, eot_id: int, pad_id: int, seed: int,
     cfg = model_config(m, vocab_size, eot_id, pad_id, attn)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, dtype=torch.float32)
-
-
-def load_model(path, attn: str = "sdpa") -> torch.nn.Module:
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, dtype=torch.float32)
 
 
 def count_params(model: torch.nn.Module) -> dict:

@@ -59,14 +59,6 @@ def lm_loss(model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]
     return model(**batch).loss, {}
 
 
-def precision_context(precision: str, device: torch.device):
-    """The autocast the trained model runs under (accelerate wraps its forward the same way), for
-    measuring a model before training exactly as the loop measures it after."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def metric_key(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", name)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from lmbuild.tokenize.chat_template import IM_END
+from lmbuild.tokenize.chat_template import EOT, IM_END
 
 IGNORE_INDEX = -100
 _GENERATION_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -62,3 +62,10 @@ def encode_completion(tok, completion: str) -> list[int]:
     """completion + <|im_end|>: the tokens the template writes after the generation prompt (without
     the "\\n" that follows <|im_end|>, which is not trained on)."""
     return list(tok(completion + IM_END, add_special_tokens=False)["input_ids"])
+
+
+def chat_ids(tok) -> tuple[list[int], int]:
+    """(eos ids: <|im_end|> then <|endoftext|>, pad id) of a tokenizer with lmbuild's template."""
+    eos = [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(EOT)]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[1]
+    return eos, pad

@@ -17,7 +17,7 @@ import torch
 
 from ..stats import paired, with_stderr
 from ..tasks import Example, score
-from .chat_encoding import encode_prompt
+from .chat import encode_prompt
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
