@@ -24,12 +24,12 @@ import json
 import math
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
 
 from . import stats
+from .report.collect import flat
 
 WORKSPACE = "workspace"
 ITEM_FILES = ("tasks", "bpb", "mc", "preferences")
@@ -73,14 +73,6 @@ def metric_files(root: Path, rev: str) -> list[str]:
     return [m if isinstance(m, str) else next(iter(m)) for m in (yaml.safe_load(text) or {}).get("metrics", [])]
 
 
-def _flat(tree, prefix: str, out: dict[str, float]) -> None:
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            _flat(v, f"{prefix}{k}.", out)
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None:
-            out[f"{prefix}{k}"] = float(v)
-
-
 def read_metrics(root: Path, rev: str) -> dict[str, float]:
     """Every number of every metrics file, keyed '<file stem>.<key>' ('eval.sft.task_accuracy')."""
     out: dict[str, float] = {}
@@ -92,7 +84,8 @@ def read_metrics(root: Path, rev: str) -> dict[str, float]:
             data = json.loads(text)
         except json.JSONDecodeError:
             raise CompareError(f"{rev}:{path}: not valid JSON") from None
-        _flat(data, f"{Path(path).stem}.", out)
+        out.update({k: float(v) for k, v in flat(data, f"{Path(path).stem}.").items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if not out:
         raise CompareError(f"{rev}: no metrics found (run the pipeline, or pick a revision that has them)")
     return out

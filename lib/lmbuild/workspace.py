@@ -11,7 +11,6 @@ own sweeps should prefer queued `dvc exp` runs (README, "Seed studies"), which c
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -50,7 +49,6 @@ def make(root: Path, overrides: dict[str, Any], links: list[str], repo: Path = R
         shutil.rmtree(root)
     root.mkdir(parents=True)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params = copy.deepcopy(params)
     for key, value in overrides.items():
         set_dotted(params, key, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

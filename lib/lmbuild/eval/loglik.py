@@ -27,9 +27,9 @@ def lm_eval_pair(tok, context: str, continuation: str, *, prefix_id: int, add_bo
     spaces = len(context) - len(context.rstrip())
     if spaces:
         context, continuation = context[:-spaces], context[-spaces:] + continuation
-    bos = [prefix_id] if add_bos else []
     if not context:
-        return [prefix_id], bos[1:] + tok(continuation, add_special_tokens=False)["input_ids"]
+        return [prefix_id], tok(continuation, add_special_tokens=False)["input_ids"]
+    bos = [prefix_id] if add_bos else []
     whole = bos + tok(context + continuation, add_special_tokens=False)["input_ids"]
     ctx = bos + tok(context, add_special_tokens=False)["input_ids"]
     return ctx, whole[len(ctx):]
