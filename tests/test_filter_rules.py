@@ -18,7 +18,7 @@ import pytest
 from lmbuild.filter import textstats
 from lmbuild.filter.reference import apply_rules_reference
 from lmbuild.filter.rules import (DEFAULTS, GROUPS, LINE_RULES, RULE_NAMES, RULE_PARAMS,
-                                  apply_rules, resolve_config)
+                                  apply_rules, fill_thresholds)
 
 
 def decide(text: str, cfg: dict) -> tuple[str | None, str]:
@@ -429,7 +429,7 @@ def test_a_null_threshold_disables_only_its_rule():
 
 
 def test_missing_keys_take_the_defaults():
-    resolved = resolve_config({"gopher_repetition": {"top_ngram_char_frac": {"3": None}}})
+    resolved = fill_thresholds({"gopher_repetition": {"top_ngram_char_frac": {"3": None}}})
     assert resolved["gopher_repetition"]["top_ngram_char_frac"] == {2: 0.2, 3: None, 4: 0.16}
     assert resolved["gopher_repetition"]["max_dup_line_frac"] == 0.3
 
@@ -447,8 +447,25 @@ def test_bad_config_raises(cfg, message):
 
 def test_defaults_are_not_modified():
     before = copy.deepcopy(DEFAULTS)
-    resolve_config({"gopher_repetition": {"dup_ngram_char_frac": {5: None}}, "c4": {}})
+    fill_thresholds({"gopher_repetition": {"dup_ngram_char_frac": {5: None}}, "c4": {}})
     assert DEFAULTS == before
+
+
+def test_spec_defaults_are_the_rule_defaults():
+    """rule_config.DEFAULTS is the one source of the thresholds; the params schema repeats them so
+    `params.yaml` validates and normalises on its own: every copy must equal the source."""
+    from lmbuild.params import load_spec
+    _, registry = load_spec("filter")
+    for group, defaults in DEFAULTS.items():
+        spec = registry.get("rules")[group]["schema"]
+        for key, value in defaults.items():
+            if key == "bad_words":  # the spec names a file (bad_words_file), filled by the stage
+                continue
+            assert key in spec, f"specs/filter.yaml: rules.{group}.{key} is missing"
+            given = spec[key]["default"]
+            if isinstance(value, dict):
+                given = {int(k): v for k, v in given.items()}
+            assert given == value, f"specs/filter.yaml: rules.{group}.{key} default {given!r} != {value!r}"
 
 
 # ---------------------------------------------------------------- character sets

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 
 from .rule_config import (ASCII_LOWER, BULLETS, ELLIPSES, LINE_RULES, SENTENCE_CLOSERS,
-                    TERMINAL_PUNCT, resolve_config)
+                    TERMINAL_PUNCT, fill_thresholds)
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
 SENTENCE_END = re.compile(r"[.!?]+[" + SENTENCE_CLOSERS + r"]*(?:\s|\Z)")
@@ -34,9 +34,9 @@ _last_config: list = [None, None]  # (a copy of the last cfg, its resolution)
 
 
 def _resolved(cfg: dict) -> dict:
-    """resolve_config, remembered for the last cfg: callers pass the same one for every document."""
+    """fill_thresholds, remembered for the last cfg: callers pass the same one for every document."""
     if _last_config[0] is None or _last_config[0] != cfg:
-        _last_config[:] = [copy.deepcopy(cfg), resolve_config(cfg)]
+        _last_config[:] = [copy.deepcopy(cfg), fill_thresholds(cfg)]
     return _last_config[1]
 
 

@@ -1,6 +1,6 @@
 """What the filter rules are and how they are configured: group and rule names, DEFAULTS with
 the papers they come from, the character classes both implementations share, and
-`resolve_config`. The vectorised rules live in lmbuild.filter.rules, the per-document
+`fill_thresholds`. The vectorised rules live in lmbuild.filter.rules, the per-document
 specification in lmbuild.filter.reference; both read their thresholds and constants from here.
 """
 
@@ -154,7 +154,7 @@ ELLIPSES = ("...", "…")
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def resolve_config(cfg: dict | None) -> dict[str, dict]:
+def fill_thresholds(cfg: dict | None) -> dict[str, dict]:
     """The enabled groups with every threshold filled in from DEFAULTS.
 
     A group that is absent or has `enabled: false` is left out; a threshold set to None

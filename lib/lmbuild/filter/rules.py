@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from . import textstats as ts
 from .rule_config import (  # noqa: F401  (re-exported: the rules' public names)
     ASCII_LOWER, BULLETS, DEFAULTS, DUP_NGRAMS, ELLIPSES, GROUPS, LINE_RULES,
-    RULE_NAMES, RULE_PARAMS, SENTENCE_CLOSERS, SENTENCE_END_IN_WORD, TERMINAL_PUNCT, TOP_NGRAMS, resolve_config)
+    RULE_NAMES, RULE_PARAMS, SENTENCE_CLOSERS, SENTENCE_END_IN_WORD, TERMINAL_PUNCT, TOP_NGRAMS, fill_thresholds)
 
 # ---------------------------------------------------------------- results
 
@@ -82,7 +82,7 @@ def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResul
 
     Null texts are decided as empty documents and stay null in the returned text.
     """
-    params = resolve_config(cfg)
+    params = fill_thresholds(cfg)
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     if pa.types.is_large_string(texts.type):

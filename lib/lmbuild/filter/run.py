@@ -38,7 +38,7 @@ LANGID_RULE = "langid"
 ALL_RULES = (LANGID_RULE, *RULE_NAMES)
 
 
-def resolve_config(cfg: dict, source: str, domain: str) -> dict:
+def rules_for(cfg: dict, source: str, domain: str) -> dict:
     """The rule config for one source: defaults, then its domain's, then its own overrides."""
     resolved = deep_merge(cfg["rules"], cfg["domains"].get(domain))
     return deep_merge(resolved, cfg["sources"].get(source))
@@ -134,7 +134,7 @@ def run_task(task: dict) -> dict:
         for domain in unique:
             part = batch if len(unique) == 1 else batch.filter(pc.equal(domains, domain))
             if domain not in cfgs:
-                cfgs[domain] = resolve_config(task["cfg"], source, domain)
+                cfgs[domain] = rules_for(task["cfg"], source, domain)
                 quality = {group: dict(cfgs[domain][group]) for group in GROUPS}
                 quality["c4"].pop("bad_words_file", None)
                 quality["c4"]["bad_words"] = task["bad_words"]
