@@ -296,10 +296,11 @@ def test_specs_accept_params_yaml_sections():
 
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_one_process(tmp_path, inputs):
-    """torchrun with 2 CPU processes (gloo DDP), same global batch: same losses within 1e-4."""
+    """torchrun with 2 CPU processes (gloo DDP), same global batch: same losses within 1e-4. The
+    validation blocks are split over the two processes and reduced, and the synchronised GC is on."""
     import socket
     params = json.loads(json.dumps(PARAMS))
-    params["pretrain"].update(max_tokens=2048, optim={"lr": 0.01})
+    params["pretrain"].update(max_tokens=2048, optim={"lr": 0.01}, gc_every_steps=2)
     one = make_project(tmp_path / "one", inputs, params)
     run(one, "pretrain")
     two = make_project(tmp_path / "two", inputs, params)

@@ -154,7 +154,7 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
         return out.loss, {k: torch.tensor(v) for k, v in reward_metrics(out).items()}
 
     @torch.no_grad()
-    def evaluate(m, dev, autocast):
+    def evaluate(m, dev, autocast, shard):
         was = m.training
         m.eval()
         outs, pol_c, pol_r = [], [], []

@@ -128,7 +128,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     total_steps = p["steps"] * mu
     job = Job(stage="rlvr", params=p, seed=seed, model=model, batches=batches, total_steps=total_steps,
               samples_per_epoch=len(pool) * mu, seq_len=max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
-              evaluate=lambda m, dev, ac: accuracy(m),
+              evaluate=lambda m, dev, ac, shard: accuracy(m),
               fingerprint_inputs={"init_model": init_model / "model.safetensors"},
               tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=loss_fn, code_dirs=[Path(__file__).parent],

@@ -101,7 +101,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
             out.append(inputs)
         return out
 
-    def evaluate(m, dev, autocast):
+    def evaluate(m, dev, autocast, shard):
         return {"loss": val_loss(m, val, attn, p["eval"]["batch_size"], dev, autocast) if len(val.input_ids)
                 else float("nan"), **accuracy(m)}
 

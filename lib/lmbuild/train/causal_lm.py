@@ -13,17 +13,19 @@ from .checkpoint import CheckpointError
 from .data import BlockOrder, DataError, TokenStream, rank_samples, unigram_loss, val_blocks
 from ..lm.model import choose_attention, load_model
 from .model import ModelError, build_model
-from .trainer import Job, Stopped, TrainError, metric_key
+from .trainer import Job, Shard, Stopped, TrainError, metric_key
 from .trainer import run as run_job
 
 
 @torch.no_grad()
-def evaluate(model, blocks: dict[str, torch.Tensor], device, batch: int, autocast) -> dict[str, float]:
-    """Mean loss per domain (`loss_<domain>`) and overall (`loss`, token-weighted) on fixed val blocks."""
+def evaluate(model, blocks: dict[str, torch.Tensor], device, batch: int, autocast, shard: Shard = Shard()) -> dict[str, float]:
+    """Mean loss per domain (`loss_<domain>`) and overall (`loss`, token-weighted) on fixed val blocks.
+    With several processes each takes its share of every domain's blocks and the sums are reduced."""
     was_training = model.training
     model.eval()
-    out, tot_loss, tot_tok = {}, 0.0, 0
+    sums = []
     for domain, x in blocks.items():
+        x = shard.part(x)
         loss_sum, n_tok = 0.0, 0
         for i in range(0, len(x), batch):
             xb = x[i:i + batch].to(device)
@@ -33,6 +35,11 @@ def evaluate(model, blocks: dict[str, torch.Tensor], device, batch: int, autocas
                 logits[:, :-1].reshape(-1, logits.size(-1)), xb[:, 1:].reshape(-1), reduction="sum")
             loss_sum += loss.item()
             n_tok += xb[:, 1:].numel()
+        sums += [loss_sum, n_tok]
+    sums = shard.sum(sums)
+    out, tot_loss, tot_tok = {}, 0.0, 0
+    for k, domain in enumerate(blocks):
+        loss_sum, n_tok = sums[2 * k], sums[2 * k + 1]
         out[f"loss_{metric_key(domain)}"] = loss_sum / max(n_tok, 1)
         tot_loss, tot_tok = tot_loss + loss_sum, tot_tok + n_tok
     out["loss"] = tot_loss / max(tot_tok, 1)
@@ -79,7 +86,7 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
         inputs[str(init_model)] = init_model / "model.safetensors"
     job = Job(stage=stage, params=p, seed=seed, model=model, batches=batches,
               total_steps=max(1, p["max_tokens"] // (p["batch_size"] * L)), samples_per_epoch=order.n_blocks,
-              seq_len=L, evaluate=lambda m, dev, ac: evaluate(m, val, dev, p["eval"]["batch_size"], ac),
+              seq_len=L, evaluate=lambda m, dev, ac, shard: evaluate(m, val, dev, p["eval"]["batch_size"], ac, shard),
               fingerprint_inputs=inputs, tokenizer_dir=tokenizer_dir, out_model=out_model, ckpt_dir=ckpt_dir,
               live_dir=live_dir, eos_ids=[eot], pad_id=pad)
     m = run_job(job)

@@ -22,6 +22,7 @@ Test hooks (environment, not params, so they do not change the fingerprint):
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import re
@@ -73,7 +74,9 @@ class Job:
     total_steps: int
     samples_per_epoch: int
     seq_len: int                    # for the FLOPs estimate
-    evaluate: Callable              # (model, device, autocast) -> {name: value}, logged as val/<name>
+    evaluate: Callable              # (model, device, autocast, Shard) -> {name: value}, logged as val/<name>
+    # pretrain/anneal split their val blocks over processes with the Shard; the post-training
+    # evaluators (a few hundred held-out prompts, some generated) run whole on every process
     fingerprint_inputs: dict[str, Path]
     tokenizer_dir: Path
     out_model: Path
@@ -102,6 +105,114 @@ def _prune_live(live_dir: Path, last_step: int) -> None:
 
 def _tokens(batch: Batch) -> int:
     return sum(v.numel() for k, v in batch.items() if k.endswith("input_ids"))
+
+
+@dataclass
+class Shard:
+    """This process's share of an evaluation: `part(items)` is its slice (items rank, rank + world,
+    ...) and `sum(values)` adds a list of floats over all processes, so an evaluation over many
+    held-out blocks costs 1/world per process and every process gets the same totals."""
+    rank: int = 0
+    world: int = 1
+    accelerator: Accelerator | None = None
+
+    def part(self, items):
+        return items[self.rank::self.world]
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1 or self.accelerator is None:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(t, "sum").tolist()
+
+
+def _open_live(job: Job, st: dict, resumed: bool, info: dict):
+    """dvclive for the main process, resumed in place when the checkpoint is (its rows after the
+    checkpoint pruned first); the run's facts logged as params."""
+    from dvclive import Live
+    from scmrepo.exceptions import SCMError
+    if resumed and job.live_dir.exists():
+        _prune_live(job.live_dir, st["step"])
+    try:
+        live = Live(str(job.live_dir), resume=resumed and job.live_dir.exists(), save_dvc_exp=False, dvcyaml=None)
+    except SCMError as exc:
+        raise TrainError(f"{job.stage}: dvclive cannot read the git repository ({exc}); "
+                         f"commit once (git add -A && git commit) before running training stages") from None
+    live.log_params({"stage": job.stage, "resumed_from_step": st["step"], **info, **job.log_params})
+    return live
+
+
+def _log(live, step: int, tokens: int, values: dict[str, float]) -> None:
+    live.step = step
+    live.log_metric("tokens", tokens)
+    for k, v in values.items():
+        live.log_metric(k, v if math.isfinite(v) else -1.0)
+
+
+def _accept_step(p: dict, stage: str, st: dict, step: int, loss_val: float, gn: float, optimizer) -> None:
+    """Apply or refuse the step's gradients. A non-finite loss or gradient norm stops the run
+    (nan.policy stop) or is skipped, up to nan.max_skipped times; a finite loss above spike.ratio x
+    its running mean (after warmup) counts as a spike, which is logged, not acted on."""
+    if not (math.isfinite(loss_val) and math.isfinite(gn)):
+        if p["nan"]["policy"] == "stop":
+            raise TrainError(f"{stage}: non-finite loss or gradient at step {step + 1} (loss {loss_val}, grad "
+                             f"norm {gn}); lower {stage}.optim.lr, raise warmup, or set {stage}.nan.policy: skip")
+        st["skipped"] += 1
+        optimizer.zero_grad(set_to_none=True)
+        if st["skipped"] > p["nan"]["max_skipped"]:
+            raise TrainError(f"{stage}: {st['skipped']} non-finite steps (last at step {step + 1}) exceed "
+                             f"{stage}.nan.max_skipped ({p['nan']['max_skipped']}); lower the lr")
+        return
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    ema, beta = st["loss_ema"], p["spike"]["beta"]
+    if ema is not None and ema > 0 and step >= p["schedule"]["warmup_steps"] and loss_val > p["spike"]["ratio"] * ema:
+        st["spikes"] += 1
+    st["loss_ema"] = loss_val if ema is None else beta * ema + (1 - beta) * loss_val
+    st["last_loss"] = loss_val
+
+
+class _Window:
+    """What accumulates between two log points: tokens and wall time (for tokens/s) and the
+    loss function's extra scalars (averaged over the window's steps)."""
+
+    def __init__(self):
+        self.t, self.tokens, self.extras, self.steps = time.perf_counter(), 0, {}, 0
+
+    def add(self, tokens: int, extras: dict[str, torch.Tensor]) -> None:
+        self.tokens += tokens
+        self.steps += 1
+        for name, v in extras.items():
+            self.extras[name] = self.extras.get(name, 0.0) + v
+
+    def close(self, accelerator) -> tuple[float, dict[str, float]]:
+        now = time.perf_counter()
+        tps = self.tokens / max(now - self.t, 1e-9)
+        extras = {n: accelerator.reduce(v, "mean").item() / max(self.steps, 1) for n, v in self.extras.items()}
+        self.__init__()
+        return tps, extras
+
+
+def _forward_backward(job: Job, model, accelerator, batches: list[Batch], accum: int, nan_now: bool):
+    """One optimizer step's micro-batches: gradients accumulated (synchronised across processes
+    on the last only), the loss averaged over the step; returns (loss, extras, tokens)."""
+    device = accelerator.device
+    loss_sum = torch.zeros((), device=device)
+    extras_sum: dict[str, torch.Tensor] = {}
+    tokens = 0
+    for k, batch in enumerate(batches):
+        batch = {key: v.to(device) for key, v in batch.items()}
+        tokens += _tokens(batch)
+        sync = contextlib.nullcontext() if k == len(batches) - 1 else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            loss, extras = job.loss_fn(model, batch)
+            if nan_now:
+                loss = loss * float("nan")
+            accelerator.backward(loss / accum)
+        loss_sum += loss.detach().float() / accum
+        for name, v in extras.items():
+            extras_sum[name] = extras_sum.get(name, 0.0) + v.detach().float() / accum
+    return loss_sum, extras_sum, tokens
 
 
 def run(job: Job) -> dict:
@@ -137,6 +248,7 @@ def run(job: Job) -> dict:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
+    shard = Shard(rank, world, accelerator)
 
     counts = count_params(raw_model)
     cfg = raw_model.config
@@ -146,21 +258,9 @@ def run(job: Job) -> dict:
     peak, _ = peak_flops(device, torch.bfloat16 if p["precision"] == "bf16" else torch.float32,
                          p.get("peak_tflops"))
 
-    live = None
-    if main:
-        from dvclive import Live
-        if resumed and job.live_dir.exists():
-            _prune_live(job.live_dir, st["step"])
-        from scmrepo.exceptions import SCMError
-        try:
-            live = Live(str(job.live_dir), resume=resumed and job.live_dir.exists(), save_dvc_exp=False,
-                        dvcyaml=None)
-        except SCMError as exc:
-            raise TrainError(f"{stage}: dvclive cannot read the git repository ({exc}); "
-                             f"commit once (git add -A && git commit) before running training stages") from None
-        live.log_params({"stage": stage, "total_steps": total_steps, "world_size": world, "accum": accum,
-                         "params_total": counts["total"], "resumed_from_step": st["step"], **job.log_params,
-                         "numerics": numerics.describe(device, p["precision"])})
+    live = _open_live(job, st, resumed, {
+        "total_steps": total_steps, "world_size": world, "accum": accum, "params_total": counts["total"],
+        "numerics": numerics.describe(device, p["precision"])}) if main else None
 
     stop_after = int(os.environ.get("LMBUILD_STOP_AFTER_STEPS", "0") or 0)
     delay = float(os.environ.get("LMBUILD_STEP_DELAY_S", "0") or 0)
@@ -169,11 +269,14 @@ def run(job: Job) -> dict:
     bar = tqdm(total=total_steps, initial=st["step"], desc=stage, unit="step", file=sys.stderr,
                disable=not main or bool(os.environ.get("LMBUILD_NO_PROGRESS")), dynamic_ncols=True)
     o, sch = p["optim"], p["schedule"]
-    warmup = sch["warmup_steps"]
+    # Garbage collection at the same steps on every process: Python's automatic GC starts at
+    # different moments on different ranks and the others wait for the slowest at the next
+    # collective (OLMo's trainer, `gen1_gc_interval`, collects generation 1 every N steps).
+    gc_every = p.get("gc_every_steps")
+    if gc_every:
+        gc.disable()
     last_eval: dict[str, float] = {}
-    window_t, window_tok = time.perf_counter(), 0
-    extras_sum: dict[str, torch.Tensor] = {}
-    extras_n = 0
+    window = _Window()
     last_extras: dict[str, float] = {}
     loss_val, gn = float("nan"), float("nan")
 
@@ -184,99 +287,63 @@ def run(job: Job) -> dict:
                       optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, dict(st))
         accelerator.wait_for_everyone()
 
-    def log(step: int, values: dict[str, float]):
-        live.step = step
-        live.log_metric("tokens", st["tokens"])
-        for k, v in values.items():
-            live.log_metric(k, v if math.isfinite(v) else -1.0)
+    try:
+        while st["step"] < total_steps:
+            step = st["step"]
+            t0 = time.perf_counter()
+            lr = o["lr"] * lr_factor(step, total_steps, sch["kind"], sch["warmup_steps"], sch["min_lr_ratio"],
+                                     sch["decay_fraction"])
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            loss_sum, extras, step_tokens = _forward_backward(job, model, accelerator, job.batches(step, rank, world, micro),
+                                                              accum, step + 1 in fault)
+            loss_val = accelerator.reduce(loss_sum, "mean").item()
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), o["grad_clip"]) if o["grad_clip"] > 0 else None
+            gn = float(grad_norm) if grad_norm is not None else float("nan")
+            _accept_step(p, stage, st, step, loss_val, gn if grad_norm is not None else 0.0, optimizer)
+            st["step"] += 1
+            st["samples"] += B
+            st["tokens"] += step_tokens * world
+            st["train_time"] += time.perf_counter() - t0
+            if delay:
+                time.sleep(delay)
+            window.add(step_tokens * world, extras)
+            bar.update(1)
+            if gc_every and st["step"] % gc_every == 0:
+                gc.collect(1)
 
-    while st["step"] < total_steps:
-        step = st["step"]
-        t0 = time.perf_counter()
-        lr = o["lr"] * lr_factor(step, total_steps, sch["kind"], warmup, sch["min_lr_ratio"], sch["decay_fraction"])
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        loss_sum = torch.zeros((), device=device)
-        batches = job.batches(step, rank, world, micro)
-        step_tokens = 0
-        for k, batch in enumerate(batches):
-            batch = {key: v.to(device) for key, v in batch.items()}
-            step_tokens += _tokens(batch)
-            sync = contextlib.nullcontext() if k == len(batches) - 1 else accelerator.no_sync(model)
-            with sync, accelerator.autocast():
-                loss, extras = job.loss_fn(model, batch)
-                if step + 1 in fault:
-                    loss = loss * float("nan")
-                accelerator.backward(loss / accum)
-            loss_sum += loss.detach().float() / accum
-            for name, v in extras.items():
-                extras_sum[name] = extras_sum.get(name, 0.0) + v.detach().float() / accum
-        extras_n += 1
-        loss_val = accelerator.reduce(loss_sum, "mean").item()
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), o["grad_clip"]) if o["grad_clip"] > 0 else None
-        gn = float(grad_norm) if grad_norm is not None else float("nan")
-        finite = math.isfinite(loss_val) and (grad_norm is None or math.isfinite(gn))
-        if not finite:
-            if p["nan"]["policy"] == "stop":
-                bar.close()
-                raise TrainError(f"{stage}: non-finite loss or gradient at step {step + 1} (loss {loss_val}, grad "
-                                 f"norm {gn}); lower {stage}.optim.lr, raise warmup, or set {stage}.nan.policy: skip")
-            st["skipped"] += 1
-            optimizer.zero_grad(set_to_none=True)
-            if st["skipped"] > p["nan"]["max_skipped"]:
-                raise TrainError(f"{stage}: {st['skipped']} non-finite steps (last at step {step + 1}) exceed "
-                                 f"{stage}.nan.max_skipped ({p['nan']['max_skipped']}); lower the lr")
-        else:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema = st["loss_ema"]
-            if ema is not None and ema > 0 and step >= warmup and loss_val > p["spike"]["ratio"] * ema:
-                st["spikes"] += 1
-            st["loss_ema"] = loss_val if ema is None else p["spike"]["beta"] * ema + (1 - p["spike"]["beta"]) * loss_val
-            st["last_loss"] = loss_val
-        st["step"] += 1
-        st["samples"] += B
-        st["tokens"] += step_tokens * world
-        st["train_time"] += time.perf_counter() - t0
-        if delay:
-            time.sleep(delay)
-        window_tok += step_tokens * world
-        bar.update(1)
-
-        done = st["step"] == total_steps
-        logged = False
-        if st["step"] % p["log_every"] == 0 or done:
-            now = time.perf_counter()
-            tps = window_tok / max(now - window_t, 1e-9)
-            window_t, window_tok = now, 0
-            last_extras = {n: accelerator.reduce(v, "mean").item() / extras_n for n, v in extras_sum.items()}
-            extras_sum, extras_n = {}, 0
-            bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tps:,.0f}")
-            if live:
-                log(st["step"], {"train/loss": loss_val, "train/lr": lr, "train/grad_norm": gn,
-                                 "perf/tokens_per_s": tps, "perf/mfu": tps * fpt / peak,
-                                 "train/spikes": st["spikes"], "train/skipped": st["skipped"],
-                                 **{f"train/{n}": v for n, v in last_extras.items()}})
-            logged = True
-        if st["step"] % p["eval"]["every_steps"] == 0 or done:
-            last_eval = job.evaluate(raw_model, device, accelerator.autocast)
-            if live:
-                log(st["step"], {f"val/{metric_key(n)}": v for n, v in last_eval.items()})
-            logged = True
-        if live and logged:
-            live.next_step()
-        if st["step"] % p["checkpoint"]["every_steps"] == 0 or done or st["step"] == stop_after:
-            save()
-        if st["step"] == stop_after and not done:
-            bar.close()
-            if live:
-                live.end()
-            raise Stopped(f"{stage}: stopped after step {stop_after} (LMBUILD_STOP_AFTER_STEPS); "
-                          f"checkpoint in {job.ckpt_dir}")
-    bar.close()
+            done = st["step"] == total_steps
+            logged = False
+            if st["step"] % p["log_every"] == 0 or done:
+                tps, last_extras = window.close(accelerator)
+                bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{tps:,.0f}")
+                if live:
+                    _log(live, st["step"], st["tokens"], {
+                        "train/loss": loss_val, "train/lr": lr, "train/grad_norm": gn, "perf/tokens_per_s": tps,
+                        "perf/mfu": tps * fpt / peak, "train/spikes": st["spikes"], "train/skipped": st["skipped"],
+                        **{f"train/{n}": v for n, v in last_extras.items()}})
+                logged = True
+            if st["step"] % p["eval"]["every_steps"] == 0 or done:
+                last_eval = job.evaluate(raw_model, device, accelerator.autocast, shard)
+                if live:
+                    _log(live, st["step"], st["tokens"], {f"val/{metric_key(n)}": v for n, v in last_eval.items()})
+                logged = True
+            if live and logged:
+                live.next_step()
+            if st["step"] % p["checkpoint"]["every_steps"] == 0 or done or st["step"] == stop_after:
+                save()
+            if st["step"] == stop_after and not done:
+                if live:
+                    live.end()
+                raise Stopped(f"{stage}: stopped after step {stop_after} (LMBUILD_STOP_AFTER_STEPS); "
+                              f"checkpoint in {job.ckpt_dir}")
+    finally:
+        bar.close()
+        if gc_every:
+            gc.enable()
 
     if not last_eval:  # resumed a finished run
-        last_eval = job.evaluate(raw_model, device, accelerator.autocast)
+        last_eval = job.evaluate(raw_model, device, accelerator.autocast, shard)
     accelerator.wait_for_everyone()
     if main:
         export_model(raw_model, job.tokenizer_dir, job.out_model, job.eos_ids, job.pad_id)
