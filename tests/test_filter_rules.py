@@ -107,6 +107,45 @@ def test_c4_line_removal_keeps_blank_lines_and_reports_characters():
     assert result.text.to_pylist()[1] == "untouched.\r\nalso."  # no line removed: unchanged
 
 
+CODE_LINE = "result = compute(alpha, beta, gamma, delta, epsilon, zeta, eta)"
+PARAGRAPHS_WITH_CODE = "\n\n".join([
+    "The first paragraph is a complete English sentence.", CODE_LINE, CODE_LINE,
+    "The second paragraph is also a complete sentence here.", CODE_LINE, CODE_LINE,
+    "The third paragraph ends the document with a sentence."])
+
+
+def test_c4_line_removal_leaves_one_blank_line_between_paragraphs():
+    # Joining every kept line left "\n\n\n\n" where the code lines went: 8 line breaks for 26
+    # words failed fineweb.newline_word_ratio (> 0.3) on text the document never had.
+    fineweb = {"fineweb": {**DEFAULTS["fineweb"], "max_dup_line_char_ratio": None}}
+    assert decide(PARAGRAPHS_WITH_CODE, fineweb)[0] is None  # the code lines repeat, hence None
+    reason, new_text = decide(PARAGRAPHS_WITH_CODE, {"c4": DEFAULTS["c4"], **fineweb})
+    assert reason is None
+    assert "\n\n\n" not in new_text
+    assert new_text == ("The first paragraph is a complete English sentence.\n\n"
+                        "The second paragraph is also a complete sentence here.\n\n"
+                        "The third paragraph ends the document with a sentence.")
+    reason, new_text = decide(PARAGRAPHS_WITH_CODE, {"c4": DEFAULTS["c4"],
+                                                     "fineweb": DEFAULTS["fineweb"]})
+    assert reason is None and "\n\n\n" not in new_text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("no stop\n\n \nA first line.\n\n\n no stop\n\t\nA second line.\n \n", "A first line.\n\nA second line."),
+    ("A first line.\nno stop\nA second line.\n\n\n\nA third line.", "A first line.\nA second line.\n\nA third line."),
+    ("A first line.\r\n\r\n \r\nno stop\r\nA second line.", "A first line.\n\nA second line."),
+    ("no stop\n\nA first line.", "A first line."),
+])
+def test_c4_line_removal_keeps_paragraphs(text, expected):
+    """Kept paragraphs joined by one empty line: blank runs collapse, none at either end."""
+    assert decide(text, C4_LINES) == (None, expected)
+    # the later rules see that text: exactly its line breaks
+    ratio = expected.count("\n") / len(expected.split())
+    assert decide(text, {**C4_LINES, **only("fineweb", max_newline_word_ratio=ratio)})[0] is None
+    assert (decide(text, {**C4_LINES, **only("fineweb", max_newline_word_ratio=ratio - 1e-9)})[0]
+            == "fineweb.newline_word_ratio")
+
+
 def test_c4_first_failing_line_rule_takes_the_characters():
     texts = ["short", "Enable javascript for this site now.", "Two words.\nA fine line is here."]
     result = apply_rules(pa.array(texts), DEFAULTS)

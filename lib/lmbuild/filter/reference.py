@@ -80,8 +80,9 @@ def _c4(text: str, p: dict, removed: dict[str, int]) -> tuple[str, str | None]:
         else:
             removed[rule] += len(line)
     if len(kept) < len(lines):
-        text = "\n".join(kept)
-        if all(_is_blank(line) for line in kept):
+        # kept paragraphs, each its lines joined by "\n", joined by one blank line
+        text = "\n\n".join("\n".join(paragraph) for paragraph in _paragraphs(kept))
+        if not text:
             return text, "c4.no_lines_left"
     lowered = ascii_lower(text)
     if p["lorem_ipsum"] and "lorem ipsum" in lowered:

@@ -9,11 +9,22 @@ identical reasons and texts (tests/test_filter_rules.py, benchmarks/filter_throu
 Words, lines and characters are as in lmbuild.filter.textstats (words split on whitespace,
 lines on \\r\\n, \\r or \\n, characters are code points). Further definitions:
 
-- Blank lines (no word) are never removed by the C4 line rules and keep paragraphs apart; every
-  per-line ratio counts non-blank lines only. A paragraph is a maximal run of non-blank lines.
-- The text after C4 line removal is the kept lines joined with "\\n"; a document that lost no
-  line keeps its text unchanged. Later rules see that text; removed characters count the
-  characters of removed lines (line breaks excluded).
+- Blank lines (no word) are never removed by the C4 line rules themselves and keep paragraphs
+  apart; every per-line ratio counts non-blank lines only. A paragraph is a maximal run of
+  non-blank lines.
+- The text after C4 line removal, in a document that lost at least one line, is its kept
+  paragraphs: the kept non-blank lines, each paragraph's lines joined with "\\n", paragraphs
+  joined with one empty line ("\\n\\n"); so no run of blank lines, and no blank line at the start
+  or end, is left (an empty text if nothing is left). A document that lost no line keeps its
+  text unchanged, byte for byte. Every later rule sees that text and it is the output text;
+  removed characters count the characters of removed lines (line breaks excluded).
+  Why: tensorflow_datasets' c4_utils rejoins the kept lines with "\\n", which loses the
+  paragraphs that Gopher's paragraph rules count; joining every kept line, blank ones included,
+  instead leaves a run of blank lines wherever lines went, and those empty lines alone can fail
+  FineWeb's newline/word ratio (and shift the character fractions). Kept paragraphs keep the
+  structure and drop only what removal emptied. Every run of blank lines of such a document is
+  collapsed, not only those next to a removed line: its line breaks are already rewritten as
+  "\\n", and one rule is easier to state and check than one that depends on where lines went.
 - "Characters of the document" (the denominator of the line and paragraph character fractions)
   excludes line breaks, so a "\\r\\n" document is decided as its "\\n" twin.
 - A terminal line ends, before trailing whitespace, in one of TERMINAL_PUNCT (so "..." counts,
@@ -195,7 +206,10 @@ def _c4(batch: _Batch, p: dict, decisions: _Decisions, texts: pa.Array):
     touched = ts.per_doc_count(lines.doc[~kept], n_docs) > 0
     left = ts.per_doc_count(lines.doc[kept & nonblank], n_docs)
     decisions.fail("c4.no_lines_left", touched & (left == 0))
-    new_text = _join_kept_lines(lines, kept, touched, texts)
+    kept, separators = _paragraph_breaks(lines, kept, touched)
+    # A separator is written as an empty line, so later rules count it with no characters.
+    lines.length[separators] = 0
+    new_text = _join_kept_lines(lines, kept, separators, touched, texts)
 
     kept_lines = np.flatnonzero(kept)
     kept_words = np.flatnonzero(kept[words.line])
@@ -225,15 +239,40 @@ def _docs_with(doc_indices: np.ndarray, n_docs: int) -> np.ndarray:
     return ts.per_doc_count(doc_indices, n_docs) > 0
 
 
-def _join_kept_lines(lines: ts.Lines, kept: np.ndarray, touched: np.ndarray, texts: pa.Array):
-    """Texts with removed lines taken out: kept lines joined by "\\n" where a line went."""
+def _paragraph_breaks(lines: ts.Lines, kept: np.ndarray, touched: np.ndarray):
+    """In the documents that lost a line: keep only the first blank line of each run of kept
+    blank lines, and none before the first or after the last kept non-blank line. Returns the new
+    kept mask and the mask of the blank lines kept (paragraph separators)."""
+    index = np.flatnonzero(kept & touched[lines.doc])
+    if len(index) == 0:
+        return kept, np.zeros(len(kept), bool)
+    blank, doc = lines.blank[index], lines.doc[index]
+    nonblank_upto = np.cumsum(~blank)  # non-blank lines of these, up to and including each
+    doc_start = np.r_[True, doc[1:] != doc[:-1]]
+    before_doc = (nonblank_upto - ~blank)[doc_start]  # non-blank lines of earlier documents
+    seg = np.cumsum(doc_start) - 1
+    before = nonblank_upto - before_doc[seg] - ~blank  # in the same document, before the line
+    after = np.bincount(seg, weights=~blank)[seg].astype(np.int64) - before - ~blank
+    prev_blank = np.r_[False, blank[:-1]]
+    separator = blank & ~prev_blank & (before > 0) & (after > 0)
+    out = kept.copy()
+    out[index[blank & ~separator]] = False
+    separators = np.zeros(len(kept), bool)
+    separators[index[separator]] = True
+    return out, separators
+
+
+def _join_kept_lines(lines: ts.Lines, kept: np.ndarray, separators: np.ndarray,
+                     touched: np.ndarray, texts: pa.Array):
+    """Texts of the documents that lost a line: kept lines joined by "\\n", separators empty."""
     if not touched.any():
         return texts
     index = np.flatnonzero(kept & touched[lines.doc])
     per_doc = ts.per_doc_count(lines.doc[index], len(touched))[touched]
     offsets = np.zeros(len(per_doc) + 1, np.int32)
     np.cumsum(per_doc, out=offsets[1:])
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), lines.take(index)), "\n")
+    strings = pc.if_else(pa.array(separators[index]), "", lines.take(index))
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), strings), "\n")
     return pc.replace_with_mask(texts, pa.array(touched), joined)
 
 
