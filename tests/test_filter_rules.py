@@ -213,6 +213,71 @@ def test_c4_min_sentences(text, reason):
     assert decide(text, only("c4", min_sentences=3))[0] == reason
 
 
+# ---------------------------------------------------------------- other scripts' sentence enders
+
+CJK_LINES = "\n".join(["这是第一个完整的句子，它有很多字。", "这是第二个完整的句子，它也有很多字！",
+                        "这是第三个完整的句子吗？", "这是第四个完整的句子，它有很多字。"])
+
+
+def test_cjk_lines_are_terminal_and_sentences():
+    # min_words_per_line counts whitespace words and a CJK line is one "word": that rule would
+    # remove every line of a text without spaces, so it is off here (its semantics are unchanged).
+    cfg = {"c4": {**DEFAULTS["c4"], "min_words_per_line": None},
+           "fineweb": {**only("fineweb", min_line_punct_ratio=1.0)["fineweb"]}}
+    assert decide(CJK_LINES, cfg) == (None, CJK_LINES)  # no line removed, every line terminal
+    # four sentences over four one-word lines: each 。！？ ends one
+    assert decide(CJK_LINES, only("c4", min_sentences=4)) == (None, CJK_LINES)
+    assert decide(CJK_LINES, only("c4", min_sentences=5))[0] == "c4.min_sentences"
+
+
+@pytest.mark.parametrize("text, sentences", [
+    ("一。二。三。", 3),  # no spaces: a CJK ender ends a sentence when more text follows
+    ("一。」二！？三", 2),  # a run of enders is one end
+    ("他说：“一。”二。", 2),  # closers after an ender belong to it
+    ("半角｡全角．", 2),
+    ("One. 二。Three?", 3),
+    ("Pi is 3.14 and e is 2.71 here", 0),  # Latin . still needs whitespace or the end after it
+    ("यह पहला वाक्य है। यह दूसरा है। तीसरा॥", 3),
+    ("هل هذا سؤال؟ نعم۔ وهذا أيضا؟", 3),
+    ("Սա նախադասություն է։ Եվ սա։", 2),
+    ("ይህ ዓረፍተ ነገር ነው። ይህስ፧", 2),
+    ("ဒါက စာကြောင်းပါ။ နောက်တစ်ခု။", 2),
+    ("នេះជាប្រយោគ។ មួយទៀត៕", 2),
+    ("བོད་ཡིག་ཡིན། ཡིན།", 0),  # the Tibetan shad ends lines, not sentences
+])
+def test_sentences_of_other_scripts(text, sentences):
+    assert decide(text, only("c4", min_sentences=sentences))[0] is None
+    assert decide(text, only("c4", min_sentences=sentences + 1))[0] == "c4.min_sentences"
+
+
+def test_sentence_ends_in_words_equal_the_reference_in_text():
+    """The vectorised count (matches per word) equals the reference's (matches in the text) on
+    every string of up to 4 characters over enders, closers, a letter and a digit."""
+    import itertools
+    from lmbuild.filter.reference import SENTENCE_END
+    from lmbuild.filter.rule_config import SENTENCE_END_IN_WORD
+    alphabet = ".!?。！؟।\"”)a1"
+    words_ = ["".join(p) for n in range(1, 5) for p in itertools.product(alphabet, repeat=n)]
+    counts = pc.count_substring_regex(pa.array(words_), SENTENCE_END_IN_WORD).to_pylist()
+    assert counts == [len(SENTENCE_END.findall(w)) for w in words_]
+
+
+@pytest.mark.parametrize("line", [
+    "यह एक पूरा वाक्य है जो हिंदी में लिखा गया है।",
+    "هل هذا سطر كامل مكتوب باللغة العربية؟",
+    "یہ اردو میں لکھا ہوا ایک مکمل جملہ ہے۔",
+    "Սա հայերեն գրված ամբողջական նախադասություն է։",
+    "བོད་ཡིག་གི་ཚིག་གྲུབ་འདི་ཡིན།",
+])
+def test_other_scripts_line_ends_are_terminal(line):
+    text = f"First line is fine.\n{line}\nLast line is fine too."
+    assert decide(text, C4_LINES) == (None, text)
+    # FineWeb: all three lines end in punctuation
+    assert decide(line, only("fineweb", min_line_punct_ratio=1.0))[0] is None
+    assert decide(line[:-1], only("fineweb", min_line_punct_ratio=1.0))[0] == "fineweb.line_punct_ratio"
+    assert decide(f"First line is fine.\n{line[:-1]}", C4_LINES)[1] == "First line is fine."
+
+
 # ---------------------------------------------------------------- Gopher repetition
 
 def lines_with_repeats(n_lines: int, n_repeats: int, sep: str = "\n") -> str:

@@ -13,11 +13,13 @@ import copy
 import re
 from collections import Counter
 
-from .rule_config import (ASCII_LOWER, BULLETS, ELLIPSES, LINE_RULES, SENTENCE_CLOSERS,
-                    TERMINAL_PUNCT, fill_thresholds)
+from .rule_config import (ASCII_LOWER, BULLETS, ELLIPSES, LINE_RULES, SCRIPT_SENTENCE_ENDERS,
+                          SENTENCE_CLOSERS, TERMINAL_PUNCT, fill_thresholds)
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
-SENTENCE_END = re.compile(r"[.!?]+[" + SENTENCE_CLOSERS + r"]*(?:\s|\Z)")
+_ENDERS = ".!?" + SCRIPT_SENTENCE_ENDERS
+SENTENCE_END = re.compile(f"[{_ENDERS}]*[{SCRIPT_SENTENCE_ENDERS}][{_ENDERS}]*[{SENTENCE_CLOSERS}]*"
+                          f"|[.!?]+[{SENTENCE_CLOSERS}]*(?:\\s|\\Z)")
 TERMINAL = tuple(TERMINAL_PUNCT)
 BULLET_STARTS = tuple(BULLETS)
 

@@ -143,12 +143,30 @@ RULE_PARAMS: dict[str, str] = {
     "fineweb.newline_word_ratio": "fineweb.max_newline_word_ratio",
 }
 
+# Sentence enders of scripts other than Latin: marks whose only use is to end a sentence, from
+# the Unicode Sentence_Terminal property (PropList.txt; UAX #29 "Unicode Text Segmentation",
+# class STerm): CJK and fullwidth 。 ！ ？ ． and halfwidth ｡ (U+3002, FF01, FF1F, FF0E, FF61),
+# Arabic question mark ؟ and Arabic full stop ۔ (U+061F, 06D4; ۔ is the Urdu full stop),
+# Devanagari danda । and double danda ॥ (U+0964, 0965), Armenian full stop ։ (U+0589), Ethiopic
+# full stop ። and question mark ፧ (U+1362, 1367), Myanmar section ။ (U+104B), Khmer khan ។ and
+# bariyoosan ៕ (U+17D4, 17D5). Unlike ".", none is also a decimal point or an abbreviation dot,
+# and CJK text puts no space after them, so each run of them ends a sentence wherever it occurs
+# (the fullwidth ． is a decimal point in fullwidth digits, "３．１４": counted anyway).
+SCRIPT_SENTENCE_ENDERS = "。！？．｡؟۔।॥։።፧။។៕"
 # A line ending in one of these is kept by C4. tensorflow_datasets' c4_utils uses . ? ! " and
-# also drops lines ending in "..."; here "..." counts as terminal.
-TERMINAL_PUNCT = ".!?\"'”’»"
+# also drops lines ending in "..."; here "..." counts as terminal, and so do the sentence enders
+# of other scripts above and the Tibetan shad ། and nyis shad ༎ (U+0F0D, 0F0E; Unicode
+# Terminal_Punctuation, not Sentence_Terminal: a shad also ends clauses, so it ends a line but
+# does not count as a sentence). FineWeb's line punctuation ratio uses the same set.
+TERMINAL_PUNCT = ".!?\"'”’»" + SCRIPT_SENTENCE_ENDERS + "།༎"
 SENTENCE_CLOSERS = "\"'”’)»"
-# RE2 and Python re agree on this pattern; `$` is the end of the word it is searched in.
-SENTENCE_END_IN_WORD = "[.!?]+[" + SENTENCE_CLOSERS + "]*$"
+# The sentence ends inside one word (RE2 and Python re agree on it; `$` is the end of the word it
+# is searched in, and matches never span whitespace, so counting its matches word by word counts
+# them in the text): a run of enders that holds a script ender, or a run of . ! ? at the end of
+# the word; then optionally closers.
+_ENDERS = ".!?" + SCRIPT_SENTENCE_ENDERS
+SENTENCE_END_IN_WORD = (f"[{_ENDERS}]*[{SCRIPT_SENTENCE_ENDERS}][{_ENDERS}]*[{SENTENCE_CLOSERS}]*"
+                        f"|[.!?]+[{SENTENCE_CLOSERS}]*$")
 BULLETS = "•‣◦⁃∙●○▪■►▶➢-*"  # a line starting with one of these is a bullet line
 ELLIPSES = ("...", "…")
 ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -28,8 +28,11 @@ lines on \\r\\n, \\r or \\n, characters are code points). Further definitions:
 - "Characters of the document" (the denominator of the line and paragraph character fractions)
   excludes line breaks, so a "\\r\\n" document is decided as its "\\n" twin.
 - A terminal line ends, before trailing whitespace, in one of TERMINAL_PUNCT (so "..." counts,
-  "…" does not). A sentence ends at a run of . ! ? (then optionally SENTENCE_CLOSERS) followed
-  by whitespace or the end of the text. A bullet line starts, after leading whitespace, with one
+  "…" does not; the sentence enders of other scripts, SCRIPT_SENTENCE_ENDERS such as 。 । ؟,
+  and the Tibetan shad count too). A sentence ends at a run of . ! ? (then optionally
+  SENTENCE_CLOSERS) followed by whitespace or the end of the text, and at every run of enders
+  that holds one of SCRIPT_SENTENCE_ENDERS (then optionally closers), wherever it is: CJK puts
+  no space after 。, so "一。二。" is two sentences. A bullet line starts, after leading whitespace, with one
   of BULLETS; an ellipsis line ends, before trailing whitespace, with "..." or "…".
 - Matching "javascript", "lorem ipsum", stop words and bad words ignores the case of ASCII
   letters only; a bad word matches where it is not preceded or followed by a word character
@@ -56,7 +59,7 @@ import pyarrow.compute as pc
 from . import textstats as ts
 from .rule_config import (  # noqa: F401  (re-exported: the rules' public names)
     ASCII_LOWER, BULLETS, DEFAULTS, DUP_NGRAMS, ELLIPSES, GROUPS, LINE_RULES,
-    RULE_NAMES, RULE_PARAMS, SENTENCE_CLOSERS, SENTENCE_END_IN_WORD, TERMINAL_PUNCT, TOP_NGRAMS, fill_thresholds)
+    RULE_NAMES, RULE_PARAMS, SCRIPT_SENTENCE_ENDERS, SENTENCE_CLOSERS, SENTENCE_END_IN_WORD, TERMINAL_PUNCT, TOP_NGRAMS, fill_thresholds)
 
 # ---------------------------------------------------------------- results
 
@@ -124,7 +127,7 @@ def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResul
 _VOCAB_PROPERTIES = {
     "bullet": lambda v: ts.vocab_first_char_in(v, BULLETS),
     "ellipsis_end": lambda v: ts.vocab_ends_with(v, ELLIPSES),
-    "sentence_end": lambda v: ts.matches(v, SENTENCE_END_IN_WORD),
+    "sentence_ends": lambda v: ts.vocab_count_regex(v, SENTENCE_END_IN_WORD),
     "has_letter": lambda v: ts.matches(v, ts.letter_class()),
     "javascript": lambda v: ts.contains(pc.ascii_lower(v), "javascript"),
     "curly_bracket": lambda v: ts.contains(v, "{"),
@@ -223,9 +226,9 @@ def _c4(batch: _Batch, p: dict, decisions: _Decisions, texts: pa.Array):
         hit = ts.matches(pc.ascii_lower(lines.take(kept_lines)), _bad_words_pattern(p["bad_words"]))
         decisions.fail("c4.bad_words", _docs_with(lines.doc[kept_lines[hit]], n_docs))
     if p["min_sentences"] is not None:
-        ends = batch.words_with("sentence_end", kept_words)
+        ends = batch.vocab("sentence_ends")[words.vid[kept_words]]
         decisions.fail("c4.min_sentences",
-                       ts.per_doc_count(words.doc[ends], n_docs) < p["min_sentences"])
+                       ts.per_doc_sum(words.doc[kept_words], ends, n_docs) < p["min_sentences"])
     return kept, chars_removed, docs_touched, new_text
 
 

@@ -139,6 +139,11 @@ def vocab_count(vocab: pa.Array, needle: str) -> np.ndarray:
     return pc.count_substring(vocab, needle).to_numpy().astype(np.int64)
 
 
+def vocab_count_regex(vocab: pa.Array, pattern: str) -> np.ndarray:
+    """Non-overlapping matches of an RE2 pattern in each vocabulary entry (as len(re.findall))."""
+    return pc.count_substring_regex(vocab, pattern).to_numpy().astype(np.int64)
+
+
 def vocab_in(vocab: pa.Array, words: list[str]) -> np.ndarray:
     """Which entries, ASCII letters lowercased, equal one of words (given in lowercase)."""
     if not words:
