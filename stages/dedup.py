@@ -18,7 +18,7 @@ from pathlib import Path
 from lmbuild.dedup.config import resolve
 from lmbuild.dedup.run import dedup_corpus
 from lmbuild.metrics import write_csv, write_metrics
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import check_or_exit, load_params_or_exit
 from lmbuild.shards import ShardError, atomic_write_text
 
 FILTERED = Path("data/filtered")
@@ -31,11 +31,7 @@ REPORT = Path("reports/dedup_clusters.md")
 
 def main() -> None:
     params = load_params_or_exit("dedup")
-    try:
-        cfg = resolve(params)
-    except ParamsError as exc:
-        print("\n".join(exc.problems + ["dedup: stopped before doing any work: fix the params above"]), file=sys.stderr)
-        raise SystemExit(2) from None
+    cfg = check_or_exit("dedup", resolve, params)
     try:
         metrics, histogram, report = dedup_corpus(cfg, params["common"], FILTERED, KEPT, REMOVED)
     except (FileNotFoundError, ShardError) as exc:

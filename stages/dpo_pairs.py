@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
 from lmbuild.posttrain.dpo import build_pairs
 
 METRICS = Path("metrics/dpo_pairs.json")
@@ -24,8 +24,7 @@ def main() -> None:
     try:
         metrics = build_pairs(params, ref_model=Path("models/sft"), out_dir=Path("data/dpo"))
     except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_params_error("dpo_pairs", exc)
     except (ValueError, OSError) as exc:
         print(f"dpo_pairs: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

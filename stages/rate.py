@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_csv, write_metrics
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import ParamsError, check_or_exit, exit_on_params_error, load_params_or_exit
+from lmbuild.rate.config import check_raters
 from lmbuild.rate.run import rate_corpus
 from lmbuild.shards import ShardError
 
@@ -28,12 +29,11 @@ PLOT = Path("plots/rate_scores.csv")
 
 def main() -> None:
     params = load_params_or_exit("rate")
+    check_or_exit("rate", check_raters, params)
     try:
         metrics, plot_rows, timing = rate_corpus(params, DEDUP, RATED, MODELS)
-    except ParamsError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        print("rate: stopped before writing any output: fix the params above", file=sys.stderr)
-        raise SystemExit(2) from None
+    except ParamsError as exc:  # the checks that need the data: rater sources present in data/dedup
+        exit_on_params_error("rate", exc)
     except (FileNotFoundError, ShardError) as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None

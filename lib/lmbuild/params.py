@@ -7,6 +7,10 @@ with one line per problem:
 
     params.yaml: filter.gopher_quality.max_symbol_word_ratio: must be <= 1.0, got 3
 
+Checks a schema cannot express (dedup's bands x rows = num_perm, a rater's files, a tokenizer
+pattern that compiles, a bad-words file that exists) raise ParamsError the same way and run
+through `check_or_exit` before the stage does any work.
+
 A spec file may hold a top-level `registry:` mapping of reusable sub-schemas. Each is
 registered under its name and, with every `default` removed, under `<name>_override`, so a
 section can validate per-domain or per-source overrides with the same ranges without filling
@@ -18,13 +22,14 @@ from __future__ import annotations
 import copy
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NoReturn, TypeVar
 
 import cerberus
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "specs"
+T = TypeVar("T")
 
 
 class ParamsError(Exception):
@@ -169,15 +174,32 @@ def load_params(stage: str, path: Path | str = "params.yaml", specs_dir: Path = 
     return out
 
 
+def exit_on_params_error(stage: str, exc: ParamsError) -> NoReturn:
+    """Print one line per problem and the stage's stop line to stderr; exit 2."""
+    for line in exc.problems:
+        print(line, file=sys.stderr)
+    print(f"{stage}: stopped before doing any work: fix the params above", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
 def load_params_or_exit(stage: str, path: Path | str = "params.yaml", shared: tuple[str, ...] = ()) -> dict:
     """Stage entry point: print one line per problem to stderr and exit 2 on invalid params."""
     try:
         return load_params(stage, path, shared=shared)
     except ParamsError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        print(f"{stage}: stopped before doing any work: fix the params above", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_params_error(stage, exc)
+
+
+def check_or_exit(stage: str, check: Callable[..., T], *args, **kwargs) -> T:
+    """Run one of a stage's checks after schema validation (what a schema cannot say: fields that
+    depend on each other, files that must exist). The convention for every stage: such a check
+    raises ParamsError with one `params.yaml: <section>.<key>: ...` line per problem and returns
+    what it derived; the stage calls it through here before any work, so it stops with exit 2 and
+    the same lines as a schema error."""
+    try:
+        return check(*args, **kwargs)
+    except ParamsError as exc:
+        exit_on_params_error(stage, exc)
 
 
 def deep_merge(base: dict, override: dict | None) -> dict:

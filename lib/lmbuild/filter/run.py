@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..executor import map_tasks
-from ..params import deep_merge
+from ..params import ParamsError, deep_merge
 from ..shards import DOC_SCHEMA, ShardWriter, atomic_dir, list_shards, read_batches
 from . import langid, pii
 from .rule_config import GROUPS, RULE_NAMES
@@ -49,7 +49,7 @@ def read_bad_words(path: str | None) -> list[str]:
         return []
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"params.yaml: filter.rules.c4.bad_words_file: no file {path!r}")
+        raise ParamsError([f"params.yaml: filter.rules.c4.bad_words_file: no file {path!r}"])
     return sorted({w.strip() for w in p.read_text(encoding="utf-8").splitlines() if w.strip()})
 
 

@@ -68,16 +68,9 @@ def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float = 0.2,
-                ref_logp: Tensor | None = None, kl_coef: float = 0.0,
-                agg: str = "token") -> tuple[Tensor, dict[str, float]]:
-    """Clipped group-relative policy loss (scalar) and stats.
-
-    logp / old_logp / ref_logp / mask: [B, T], one entry per completion token (mask 1 on the
-    tokens to train on); advantages: [B]. old_logp and ref_logp are treated as constants.
-    Stats: clip_fraction (share of tokens whose gradient the clip removed), kl (mean k3, when
-    ref_logp is given), ratio_mean, policy_loss (the surrogate without the KL term).
-    """
+def _check_shapes(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, ref_logp: Tensor | None,
+                  kl_coef: float, agg: str) -> None:
+    """policy_loss's inputs: [B, T] per-token tensors that agree, [B] advantages, a known agg."""
     if agg not in AGGREGATIONS:
         raise ValueError(f"unknown agg {agg!r}; known: {', '.join(AGGREGATIONS)}")
     if logp.dim() != 2 or old_logp.shape != logp.shape or mask.shape != logp.shape:
@@ -90,20 +83,39 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
     if kl_coef and ref_logp is None:
         raise ValueError("kl_coef > 0 needs ref_logp")
 
+
+def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, clip_eps: float = 0.2,
+                ref_logp: Tensor | None = None, kl_coef: float = 0.0,
+                agg: str = "token") -> tuple[Tensor, dict[str, float]]:
+    """Clipped group-relative policy loss (scalar) and stats.
+
+    logp / old_logp / ref_logp / mask: [B, T], one entry per completion token (mask 1 on the
+    tokens to train on); advantages: [B]. old_logp and ref_logp are treated as constants.
+    Stats: clip_fraction (share of tokens whose gradient the clip removed), kl (mean k3, when
+    ref_logp is given), ratio_mean, policy_loss (the surrogate without the KL term).
+    """
+    _check_shapes(logp, old_logp, advantages, mask, ref_logp, kl_coef, agg)
     lp = logp.float()
     m = mask.to(lp.dtype)
-    a = advantages.detach().float()[:, None]
+    a = advantages.detach().float()[:, None]  # the completion's advantage on each of its tokens
+    # ratio_t = pi_theta(o_t | q, o_<t) / pi_old(o_t | q, o_<t), from log-probs for stability
     ratio = torch.exp(lp - old_logp.detach().float())
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)
+    # PPO's pessimistic bound: min(ratio A, clip(ratio) A). For A > 0 the gradient stops once
+    # ratio > 1 + eps (no further push up); for A < 0 once ratio < 1 - eps. Negated: a loss.
     surrogate = -torch.minimum(ratio * a, clipped * a)
     per_token = surrogate
     kl = None
     if ref_logp is not None:
+        # k3 = r - log r - 1 with r = pi_ref / pi_theta = exp(d): >= 0, and its mean over samples of
+        # pi_theta is KL(pi_theta || pi_ref) without bias; its gradient pulls towards pi_ref
         d = ref_logp.detach().float() - lp
         kl = torch.exp(d) - d - 1.0
         if kl_coef:
             per_token = per_token + kl_coef * kl
 
+    # token: one mean over every completion token of the batch (DAPO); sequence: each completion's
+    # token mean, then the mean over completions that have tokens (GRPO's 1/|o_i|)
     if agg == "token":
         def reduce(x: Tensor) -> Tensor:
             return _masked_mean(x, m)
@@ -117,6 +129,7 @@ def policy_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor
 
     loss = reduce(per_token)
     with torch.no_grad():
+        # the tokens whose gradient the clip removed: above the band with A > 0, below it with A < 0
         clip_active = ((ratio > 1.0 + clip_eps) & (a > 0)) | ((ratio < 1.0 - clip_eps) & (a < 0))
         stats = {
             "policy_loss": float(reduce(surrogate.detach())),

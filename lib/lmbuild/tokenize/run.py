@@ -16,11 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..executor import map_tasks
+from ..params import ParamsError
 from ..shards import atomic_dir, list_shards, read_batches
 from .chat_template import EOT, PAD
 from .fast_encoder import build_encoding, check_identity, encode_texts, flatten_with_eot, hf_ordinary
 from .token_shards import PART_SCHEMA, TokenShardWriter, token_dtype
-from .train_bpe import TokenizerError, adopt, sample_texts, save_hf_dir, split_pattern, train
+from .train_bpe import adopt, sample_texts, save_hf_dir, split_pattern, train
 
 SPLITS = ("pretrain", "anneal", "val")
 # Strings the fast path must encode exactly as `tokenizers` does, on top of real documents.
@@ -37,13 +38,14 @@ class TokenizeError(Exception):
 
 
 def check_params(cfg: dict) -> None:
+    """The tokenize section beyond its schema: a split pattern that compiles (ParamsError)."""
     if cfg["path"] is None:
         from tokenizers import Regex
         try:
             Regex(split_pattern(cfg["pattern"]))
         except Exception as exc:  # noqa: BLE001 - the regex engine's own message
-            raise TokenizerError(f"params.yaml: tokenize.pattern: must be cl100k, gpt2 or a valid regex "
-                                 f"({exc}), got {cfg['pattern']!r}") from None
+            raise ParamsError([f"params.yaml: tokenize.pattern: must be cl100k, gpt2 or a valid regex "
+                               f"({exc}), got {cfg['pattern']!r}"]) from None
 
 
 def build_tokenizer(cfg: dict, seed: int, mix_dir: Path, out_dir: Path) -> dict:

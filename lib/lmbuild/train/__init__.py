@@ -1,14 +1,18 @@
-"""Pretraining and annealing: the causal-LM training loop behind stages/pretrain.py and
-stages/anneal.py.
+"""The training loop every model stage runs (pretrain, anneal, sft, dpo, rlvr), and the
+pretrain/anneal job. A post-training stage describes its run as a `trainer.Job` (its batches, its
+loss, its evaluation) in lmbuild.posttrain; the loop, checkpoints, schedules and export are here.
 
 Modules, one component each (torchtitan style):
-  model.py       build a Llama/OLMo2 model from params (or load the previous stage's model)
+  model.py       build a Llama/OLMo2 model from params (lmbuild.lm.model loads an existing one)
   data.py        memory-mapped token shards, fixed-length blocks in a seeded order, val blocks
   optim.py       AdamW with no weight decay on embeddings, norms and biases
   schedule.py    warmup + cosine / WSD / linear-to-zero learning-rate schedules
   flops.py       FLOPs per token and the MFU estimate
   checkpoint.py  fingerprinted, atomic, resumable checkpoints
   export.py      the Hugging Face model directory
-  trainer.py     the Accelerate training loop (schedule, accumulation, clipping, checkpoints, logging)
+  trainer.py     the Accelerate training loop (schedule, accumulation, clipping, non-finite and spike
+                 handling, checkpoints, logging, synchronised GC, validation split over processes)
+  numerics.py    the numerics facts (torch build, CPU features, precision) recorded with each run
+  entry.py       a stage's main(): params, run, metrics, one-line errors
   causal_lm.py   the pretrain/anneal job: token blocks and per-domain val loss
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..metrics import write_metrics
-from ..params import ParamsError
+from ..params import ParamsError, exit_on_params_error
 from .checkpoint import CheckpointError
 from .data import DataError
 from .model import ModelError
@@ -29,8 +29,7 @@ def run_training_stage(stage: str, work: Callable[[], dict], metrics_path: Path,
         print(exc, file=sys.stderr)
         raise SystemExit(3) from None
     except ParamsError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_params_error(stage, exc)
     except (TrainError, DataError, ModelError, CheckpointError, ValueError, OSError) as exc:
         print(f"{stage}: {exc}" if not str(exc).startswith(stage) else exc, file=sys.stderr)
         raise SystemExit(2) from None
