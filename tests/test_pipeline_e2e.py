@@ -289,8 +289,13 @@ def test_dvc_reruns_only_what_changed(tmp_path):
     status = dvc(clone, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     for rel in ("models/rlvr/model.safetensors", "data/dpo/pairs.jsonl", "data/eval/sft/metrics.json",
-                "metrics/eval.json", "reports/report.html"):
+                "metrics/eval.json", "reports/report.html", "cards/rlvr/README.md"):
         assert (clone / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+    # every model has a card naming its sources, and its lineage reaches acquire on the clone
+    assert "| python_docs |" in (clone / "cards/sft/README.md").read_text()
+    lineage = subprocess.run([sys.executable, "-m", "lmbuild.lineage", "models/rlvr"], cwd=clone, env=stage_env(),
+                             capture_output=True, text=True)
+    assert lineage.returncode == 0 and "\nacquire  (" in lineage.stdout, lineage.stderr
     metrics = dvc(clone, "metrics", "show", "--json")
     assert metrics.returncode == 0 and "rlvr" in metrics.stdout, metrics.stderr
     # every eval number carries its standard error, and the per-item results are in git, so a
