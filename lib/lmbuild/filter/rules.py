@@ -32,8 +32,9 @@ lines on \\r\\n, \\r or \\n, characters are code points). Further definitions:
   and the Tibetan shad count too). A sentence ends at a run of . ! ? (then optionally
   SENTENCE_CLOSERS) followed by whitespace or the end of the text, and at every run of enders
   that holds one of SCRIPT_SENTENCE_ENDERS (then optionally closers), wherever it is: CJK puts
-  no space after 。, so "一。二。" is two sentences. A bullet line starts, after leading whitespace, with one
-  of BULLETS; an ellipsis line ends, before trailing whitespace, with "..." or "…".
+  no space after 。, so "一。二。" is two sentences. A bullet line starts, after leading
+  whitespace, with one of BULLETS; an ellipsis line ends, before trailing whitespace, with "..."
+  or "…".
 - Matching "javascript", "lorem ipsum", stop words and bad words ignores the case of ASCII
   letters only; a bad word matches where it is not preceded or followed by a word character
   (Python's \\w), so multi-word entries work.

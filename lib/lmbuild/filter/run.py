@@ -187,20 +187,20 @@ def summarise(results: list[dict]) -> tuple[dict, list[dict]]:
             "kept_fraction": agg["docs_kept"] / agg["docs_in"] if agg["docs_in"] else 0.0,
             "chars_in": agg["chars_in"], "chars_kept": agg["chars_kept"],
             "removed": removed, "lines_removed": lines,
-            "pii": {k: agg["pii"].get(k, 0) for k in pii.PATTERNS},
+            "pii": {k: agg["pii"].get(k, 0) for k in pii.PLACEHOLDERS},
         }
         for rule in ALL_RULES:
             plot_rows.append({"source": source, "rule": rule, "documents": removed[rule]["documents"],
                               "chars": removed[rule]["chars"]})
         for key in ("docs_in", "docs_kept", "chars_in", "chars_kept"):
             totals[key] += agg[key]
-        for k in pii.PATTERNS:
+        for k in pii.PLACEHOLDERS:
             totals[f"pii.{k}"] += agg["pii"].get(k, 0)
     tree.update({
         "documents_in": totals["docs_in"], "documents_kept": totals["docs_kept"],
         "kept_fraction": totals["docs_kept"] / totals["docs_in"] if totals["docs_in"] else 0.0,
         "chars_in": totals["chars_in"], "chars_kept": totals["chars_kept"],
-        "pii": {k: totals[f"pii.{k}"] for k in pii.PATTERNS},
+        "pii": {k: totals[f"pii.{k}"] for k in pii.PLACEHOLDERS},
         "removed": {rule: {"documents": sum(s["removed"][rule]["documents"] for s in tree["sources"].values()),
                            "chars": sum(s["removed"][rule]["chars"] for s in tree["sources"].values())}
                     for rule in ALL_RULES},
