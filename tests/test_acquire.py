@@ -179,3 +179,49 @@ def test_demo_datasets_are_real_and_varied():
         assert texts and ds.licence and ds.origin()
     assert sum(s for _, s in stats.values()) > 10 * 2**20
     assert stats["wiki_bg"][0] >= 1 and stats["jokes"][0] > 100
+
+
+def test_own_ids_and_domains_from_jsonl_and_parquet(project):
+    """id_field keeps the user's ids (as <source>/<id>, unique across sources; a repeat anywhere in
+    the source, or a missing id, is quarantined); domain_field sets each record's domain, with
+    the source's domain where the record has none; a bad domain name is quarantined."""
+    src = project.root / "in"
+    src.mkdir()
+    rows = [{"doc_id": "a1", "text": "First document.", "kind": "news"},
+            {"doc_id": 7, "text": "Second document.", "kind": "forum"},
+            {"doc_id": "a1", "text": "Same id again.", "kind": "news"},          # duplicate id
+            {"text": "No id at all.", "kind": "news"},                            # missing id
+            {"doc_id": "a3", "text": "No domain: the source's.", "kind": ""},
+            {"doc_id": "a4", "text": "A domain that is not a name.", "kind": "Bad Domain!"}]
+    (src / "one.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    (src / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[3:]))
+    pq.write_table(pa.table({"body": ["Parquet one.", "Parquet two.", "Parquet dup."], "id": ["p1", "p2", "p1"],
+                             "dom": ["code", None, "code"]}), src / "t.parquet")
+    project.params["acquire"] = {"sources": [
+        {"name": "mine", "kind": "jsonl", "domain": "web", "paths": ["in/*.jsonl"], "id_field": "doc_id",
+         "domain_field": "kind"},
+        {"name": "pq", "kind": "parquet", "domain": "technical", "paths": ["in/t.parquet"], "text_field": "body",
+         "id_field": "id", "domain_field": "dom"},
+        {"name": "plain", "kind": "jsonl", "domain": "web", "paths": ["in/one.jsonl"]},
+    ]}
+    project.run("acquire")
+    docs = read_dir(project.root / "data" / "raw").to_pylist()
+    got = sorted((d["id"], d["domain"], d["text"]) for d in docs if d["source"] != "plain")
+    assert got == [("mine/7", "forum", "Second document."), ("mine/a1", "news", "First document."),
+                   ("mine/a3", "web", "No domain: the source's."),
+                   ("pq/p1", "code", "Parquet one."), ("pq/p2", "technical", "Parquet two.")]
+    plain = [d for d in docs if d["source"] == "plain"]
+    assert len(plain) == 3 and all("/" not in d["id"] for d in plain)  # no id_field: position hashes
+    bad = sorted((r["source"], r["reason"]) for r in read_dir(project.root / "data" / "raw_quarantine").to_pylist())
+    assert bad == [("mine", "bad_domain"), ("mine", "bad_id"), ("mine", "duplicate_id"), ("pq", "duplicate_id")]
+    metrics = json.loads((project.root / "metrics" / "acquire.json").read_text())
+    assert metrics["sources.mine.domains.news"] == 1 and metrics["sources.mine.domains.web"] == 1
+    assert metrics["sources.pq.quarantined.duplicate_id"] == 1
+
+
+def test_own_fields_need_a_record_format(project):
+    (project.root / "a.txt").write_text("text")
+    project.params["acquire"] = {"sources": [
+        {"name": "t", "kind": "text", "domain": "web", "paths": ["a.txt"], "id_field": "id"}]}
+    p = project.run("acquire", check=False)
+    assert p.returncode == 2 and "only jsonl and parquet sources carry their own fields" in p.stderr, p.stderr

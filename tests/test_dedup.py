@@ -344,3 +344,16 @@ def test_missing_input_is_one_line(tmp_path):
     project.params["dedup"] = {}
     proc = project.run("dedup", check=False)
     assert proc.returncode == 2 and "run the filter stage first" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_source_priority_naming_absent_sources_is_warned(tmp_path, stage_run):
+    import shutil
+    root, _, _, _ = stage_run
+    shutil.copytree(root / "data/filtered", tmp_path / "data/filtered")
+    project = dedup_project(tmp_path)
+    project.params["dedup"]["source_priority"] = ["books", "bookz"]
+    project.write_params()
+    p = project.run("dedup")
+    assert "dedup.source_priority names source(s) not in the corpus: bookz" in p.stderr, p.stderr
+    metrics = json.loads((tmp_path / "metrics/dedup.json").read_text())
+    assert metrics["source_priority_unknown"] == 1

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import orjson
 
-from .records import RawRecord
+from .records import MISSING, RawRecord
 
 FILE_KINDS = ("jsonl", "parquet", "text", "warc")
 KINDS = FILE_KINDS + ("hf", "demo")
@@ -40,6 +40,10 @@ def plan_tasks(source: dict) -> list[dict]:
     if kind in ("hf", "demo"):
         return [{"source": source, "files": []}]
     files = [str(p) for p in expand_paths(source)]
+    if source.get("id_field"):
+        # one worker reads the whole source, so a repeated id is caught wherever it repeats
+        # (split a large corpus into several sources to read it in parallel)
+        return [{"source": source, "files": files}]
     if kind == "text":
         step = source.get("files_per_task", 256)
         return [{"source": source, "files": files[i:i + step]} for i in range(0, len(files), step)]
@@ -54,6 +58,19 @@ def _open_text_stream(path: str):
 
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
+
+
+def _own_fields(src: dict, get) -> dict:
+    """The record's id and domain where the source names their fields (id_field, domain_field):
+    `get(field)` reads one field of the record, MISSING when absent. An empty or null domain
+    falls back to the source's domain."""
+    out = {}
+    if src.get("id_field"):
+        out["id"] = get(src["id_field"])
+    if src.get("domain_field"):
+        dom = get(src["domain_field"])
+        out["domain"] = None if dom is MISSING or dom is None or dom == "" else dom
+    return out
 
 
 def read_jsonl(task: dict) -> Iterator[RawRecord]:
@@ -83,7 +100,8 @@ def read_jsonl(task: dict) -> Iterator[RawRecord]:
                         yield RawRecord(None, loc, error=f"no field {field!r} (fields: {', '.join(sorted(obj))[:200]})")
                         continue
                     url = obj.get(url_field) if url_field else None
-                    yield RawRecord(obj[field], loc, url=url if isinstance(url, str) else None)
+                    yield RawRecord(obj[field], loc, url=url if isinstance(url, str) else None,
+                                    **_own_fields(src, lambda k: obj.get(k, MISSING)))
         except (OSError, EOFError, ValueError) as exc:  # truncated gzip/zstd: keep what was read
             yield RawRecord(None, f"{path}", error=f"unreadable file: {exc}")
 
@@ -100,13 +118,16 @@ def read_parquet(task: dict) -> Iterator[RawRecord]:
             if field not in names:
                 yield RawRecord(None, path, error=f"no column {field!r} (columns: {', '.join(names)})")
                 continue
-            cols = [field] + ([url_field] if url_field and url_field in names else [])
+            own = [c for c in (src.get("id_field"), src.get("domain_field")) if c]
+            cols = list(dict.fromkeys([field] + ([url_field] if url_field and url_field in names else [])
+                                      + [c for c in own if c in names]))
             row = 0
             for batch in pf.iter_batches(batch_size=4096, columns=cols):
-                texts = batch.column(0).to_pylist()
-                urls = batch.column(1).to_pylist() if len(cols) > 1 else [None] * len(texts)
-                for text, url in zip(texts, urls):
-                    yield RawRecord(text, f"{path}:{row}", url=url if isinstance(url, str) else None)
+                data = {c: batch.column(i).to_pylist() for i, c in enumerate(cols)}
+                for i, text in enumerate(data[field]):
+                    url = data[url_field][i] if url_field in data else None
+                    yield RawRecord(text, f"{path}:{row}", url=url if isinstance(url, str) else None,
+                                    **_own_fields(src, lambda k: data[k][i] if k in data else MISSING))
                     row += 1
         except (OSError, ValueError) as exc:
             yield RawRecord(None, path, error=f"unreadable Parquet file: {exc}")

@@ -8,6 +8,7 @@ every record ends up in exactly one of the two outputs.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,11 @@ BINARY = "binary"  # NUL bytes: a binary file caught by a glob
 INVALID_UTF8 = "invalid_utf8"
 EMPTY = "empty_text"  # nothing but whitespace
 TOO_LONG = "too_long"  # over max_chars
-REASONS = (MALFORMED, WRONG_TYPE, BINARY, INVALID_UTF8, EMPTY, TOO_LONG)
+DUPLICATE_ID = "duplicate_id"  # id_field: an id this source already gave (the first one is kept)
+BAD_ID = "bad_id"  # id_field: missing, empty, or not a string or integer
+BAD_DOMAIN = "bad_domain"  # domain_field: not a domain name (lower case, digits, _)
+REASONS = (MALFORMED, WRONG_TYPE, BAD_ID, DUPLICATE_ID, BAD_DOMAIN, BINARY, INVALID_UTF8, EMPTY, TOO_LONG)
+DOMAIN_RE = re.compile(r"[a-z][a-z0-9_]*")  # the same pattern specs/acquire.yaml asks of `domain`
 
 QUARANTINE_SCHEMA = pa.schema([
     pa.field("source", pa.string(), nullable=False),
@@ -42,6 +47,11 @@ class RawRecord:
     location: str  # file:line, file, file#record, dataset:index... stable across runs
     url: str | None = None
     error: str | None = None  # set by the reader when the record could not even be parsed
+    id: Any = None  # the record's own id (id_field), MISSING when the source names a field it lacks
+    domain: Any = None  # the record's own domain (domain_field); None: the source's domain
+
+
+MISSING = object()  # a record without the id field its source names
 
 
 def _raw_bytes(value: Any) -> bytes | None:
@@ -57,8 +67,13 @@ class RecordSink:
     """Classify raw records and stream them into a document writer and a quarantine writer."""
 
     def __init__(self, source: str, domain: str, docs: ShardWriter, quarantine: ShardWriter,
-                 max_chars: int, batch_rows: int = 2048):
+                 max_chars: int, batch_rows: int = 2048, own_ids: bool = False):
         self.source, self.domain, self.max_chars = source, domain, max_chars
+        # own_ids: the source's records carry their ids (id_field); kept as "<source>/<id>", so
+        # they stay unique across sources, and checked for repeats within the source
+        self.own_ids = own_ids
+        self._seen_ids: set[str] = set()
+        self.domains: Counter[str] = Counter()
         self.docs, self.quarantine = docs, quarantine
         self.batch_rows = batch_rows
         self.counts: Counter[str] = Counter()
@@ -71,6 +86,14 @@ class RecordSink:
         """Return (text, reason, detail)."""
         if rec.error is not None:
             return None, MALFORMED, rec.error
+        if self.own_ids:
+            if rec.id is MISSING or rec.id is None or isinstance(rec.id, bool) or \
+                    not isinstance(rec.id, (str, int)) or not str(rec.id).strip():
+                return None, BAD_ID, f"id must be a non-empty string or integer, got {rec.id if rec.id is not MISSING else 'no id field'!r}"
+            if str(rec.id) in self._seen_ids:
+                return None, DUPLICATE_ID, f"id {str(rec.id)[:200]!r} repeats an earlier record of this source"
+        if rec.domain is not None and not (isinstance(rec.domain, str) and DOMAIN_RE.fullmatch(rec.domain)):
+            return None, BAD_DOMAIN, f"domain must match [a-z][a-z0-9_]*, got {rec.domain!r}"[:300]
         value = rec.value
         if isinstance(value, bytes):
             if b"\x00" in value:
@@ -101,10 +124,16 @@ class RecordSink:
             self.doc_bytes += nbytes
             self._buffered_bytes += nbytes
             d = self._docs
-            d["id"].append(doc_id(self.source, rec.location))
+            if self.own_ids:
+                self._seen_ids.add(str(rec.id))
+                d["id"].append(f"{self.source}/{rec.id}")
+            else:
+                d["id"].append(doc_id(self.source, rec.location))
             d["text"].append(text)
             d["source"].append(self.source)
-            d["domain"].append(self.domain)
+            domain = rec.domain if rec.domain is not None else self.domain
+            self.domains[domain] += 1
+            d["domain"].append(domain)
             d["url"].append(rec.url)
             if len(d["id"]) >= self.batch_rows or self._buffered_bytes >= BATCH_BYTES:
                 self._flush_docs()

@@ -25,13 +25,13 @@ def run_task(task: dict) -> dict:
         src["name"], src["domain"],
         ShardWriter(Path(task["out"]) / src["name"], prefix, DOC_SCHEMA, task["shard_bytes"]),
         ShardWriter(Path(task["quarantine"]) / src["name"], prefix, QUARANTINE_SCHEMA, task["shard_bytes"]),
-        max_chars=src.get("max_chars") or task["max_chars"],
+        max_chars=src.get("max_chars") or task["max_chars"], own_ids=bool(src.get("id_field")),
     )
     for record in READERS[src["kind"]](task):
         sink.add(record)
     sink.close()
     return {"source": src["name"], "counts": dict(sink.counts), "bytes": sink.doc_bytes,
-            "files": len(task["files"])}
+            "files": len(task["files"]), "domains": dict(sink.domains)}
 
 
 def _origin(src: dict) -> str:
@@ -61,6 +61,11 @@ def acquire(params: dict, raw_dir: Path, quarantine_dir: Path) -> dict:
     dupes = sorted(n for n, c in Counter(names).items() if c > 1)
     if dupes:
         raise SourceError(f"params.yaml: acquire.sources: names must be unique, got {', '.join(dupes)} twice")
+    for s in cfg["sources"]:
+        own = [k for k in ("id_field", "domain_field") if s.get(k)]
+        if own and s["kind"] not in ("jsonl", "parquet"):
+            raise SourceError(f"params.yaml: acquire.sources[{s['name']}].{own[0]}: only jsonl and parquet sources "
+                              f"carry their own fields, got kind {s['kind']!r}")
     planned = {s["name"]: plan_tasks(s) for s in cfg["sources"]}  # fails fast on globs matching nothing
 
     with atomic_dir(raw_dir) as raw_tmp, atomic_dir(quarantine_dir) as q_tmp:
@@ -70,21 +75,24 @@ def acquire(params: dict, raw_dir: Path, quarantine_dir: Path) -> dict:
                 tasks.append({**task, "index": i, "out": str(raw_tmp), "quarantine": str(q_tmp),
                               "shard_bytes": cfg["shard_mb"] * 2**20, "max_chars": cfg["max_chars"]})
         results = map_tasks(run_task, tasks, common, desc="acquire",
-                            postfix=lambda r: {"docs": r["counts"].get("documents", 0), "MB": r["bytes"] / 2**20})
+                            postfix=lambda r: {"docs": r["counts"].get("documents", 0), "MiB": r["bytes"] / 2**20})
 
         per_source: dict[str, dict] = {}
         for src in cfg["sources"]:
             counts: Counter = Counter()
+            domains: Counter = Counter()
             nbytes = files = 0
             for r in results:
                 if r["source"] == src["name"]:
                     counts.update(r["counts"])
+                    domains.update(r["domains"])
                     nbytes += r["bytes"]
                     files += r["files"]
             quarantined = {reason: counts.get(reason, 0) for reason in REASONS}
             per_source[src["name"]] = {
                 "kind": src["kind"], "domain": src["domain"], "origin": _origin(src), "licence": _licence(src),
                 "files": files, "documents": counts.get("documents", 0), "bytes": nbytes,
+                "documents_per_domain": dict(sorted(domains.items())),
                 "quarantined": quarantined,
                 "shards": sorted(p.name for p in (raw_tmp / src["name"]).glob("*.parquet")),
             }
@@ -95,7 +103,8 @@ def acquire(params: dict, raw_dir: Path, quarantine_dir: Path) -> dict:
         "documents": sum(s["documents"] for s in per_source.values()),
         "bytes": sum(s["bytes"] for s in per_source.values()),
         "quarantined": sum(sum(s["quarantined"].values()) for s in per_source.values()),
-        "sources": {name: {"documents": s["documents"], "bytes": s["bytes"], "quarantined": s["quarantined"]}
-                    for name, s in per_source.items()},
+        "sources": {name: {"documents": s["documents"], "bytes": s["bytes"], "quarantined": s["quarantined"],
+                           **({"domains": s["documents_per_domain"]} if src.get("domain_field") else {})}
+                    for src in cfg["sources"] for name, s in [(src["name"], per_source[src["name"]])]},
     }
     return metrics

@@ -23,6 +23,7 @@ in the temporary directory, which the next run clears.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -228,6 +229,10 @@ def dedup_corpus(cfg: DedupConfig, common: dict, in_dir: Path, kept_dir: Path,
         codes = codes.astype(np.int64)
         prio = np.array([cfg.source_priority.index(s) if s in cfg.source_priority else len(cfg.source_priority)
                          for s in source_names], np.int64)
+        unknown_priority = [s for s in cfg.source_priority if s not in source_names]
+        if unknown_priority:
+            print(f"dedup: warning: dedup.source_priority names source(s) not in the corpus: "
+                  f"{', '.join(unknown_priority)} (sources: {', '.join(source_names)}); they are ignored", file=sys.stderr)
         length = docs.column("length").to_numpy()
         keeper = choose_keepers(root, prio[codes], length, id_rank)
         removed = keeper != np.arange(n)
@@ -299,6 +304,7 @@ def summarise(cfg: DedupConfig, n: int, kind: np.ndarray, sizes: np.ndarray, roo
     n_exact, n_near = int((kind == EXACT).sum()), int((kind == NEAR).sum())
     return {
         "documents_in": n, "documents_kept": int(kept.sum()), "documents_removed": n - int(kept.sum()),
+        "source_priority_unknown": sum(s not in source_names for s in cfg.source_priority),  # named, absent
         "kept_fraction": _rate(kept.sum(), n),
         "exact_duplicates": n_exact, "near_duplicates": n_near,
         "exact_duplicate_rate": _rate(n_exact, n), "near_duplicate_rate": _rate(n_near, n),

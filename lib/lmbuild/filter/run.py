@@ -17,6 +17,7 @@ with `reason` as well.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def new_stats() -> dict:
     """Counters of one task, and of one source once the tasks are summed."""
     return {"docs_in": 0, "chars_in": 0, "docs_kept": 0, "chars_kept": 0,
             "removed_docs": Counter(), "removed_chars": Counter(), "line_chars": Counter(),
-            "line_docs": Counter(), "pii": Counter(), "pii_docs": Counter()}
+            "line_docs": Counter(), "pii": Counter(), "pii_docs": Counter(),
+            "default_domains": Counter()}  # documents of domains filter.domains does not name
 
 
 def run_task(task: dict) -> dict:
@@ -133,6 +135,8 @@ def run_task(task: dict) -> dict:
         unique = sorted(pc.unique(domains).to_pylist())
         for domain in unique:
             part = batch if len(unique) == 1 else batch.filter(pc.equal(domains, domain))
+            if domain not in task["cfg"]["domains"]:
+                stats["default_domains"][domain] += part.num_rows
             if domain not in cfgs:
                 cfgs[domain] = rules_for(task["cfg"], source, domain)
                 quality = {group: dict(cfgs[domain][group]) for group in GROUPS}
@@ -163,7 +167,14 @@ def filter_corpus(params: dict, raw_dir: Path, kept_dir: Path, rejected_dir: Pat
                   "bad_words": bad_words, "batch_rows": cfg["batch_rows"]} for s in shards]
         results = map_tasks(run_task, tasks, params["common"], desc="filter",
                             postfix=lambda r: {"docs": r["docs_in"], "kept": r["docs_kept"]})
-    return summarise(results)
+    tree, plot_rows = summarise(results)
+    unnamed = tree["documents_default_rules"]
+    if unnamed:
+        langs = ", ".join(cfg["rules"]["langid"]["languages"]) if cfg["rules"]["langid"]["enabled"] else "off"
+        print(f"filter: warning: domain(s) {', '.join(f'{d} ({n:,} documents)' for d, n in unnamed.items())} are "
+              f"not named in filter.domains and got the default rules (language ID: {langs}); name them there "
+              f"to choose their rules", file=sys.stderr)
+    return tree, plot_rows
 
 
 def summarise(results: list[dict]) -> tuple[dict, list[dict]]:
@@ -196,7 +207,12 @@ def summarise(results: list[dict]) -> tuple[dict, list[dict]]:
             totals[key] += agg[key]
         for k in pii.PLACEHOLDERS:
             totals[f"pii.{k}"] += agg["pii"].get(k, 0)
+    default_domains = Counter()
+    for agg in per_source.values():
+        default_domains.update(agg["default_domains"])
     tree.update({
+        # documents whose domain filter.domains does not name, so they got filter.rules as they are
+        "documents_default_rules": dict(sorted(default_domains.items())),
         "documents_in": totals["docs_in"], "documents_kept": totals["docs_kept"],
         "kept_fraction": totals["docs_kept"] / totals["docs_in"] if totals["docs_in"] else 0.0,
         "chars_in": totals["chars_in"], "chars_kept": totals["chars_kept"],

@@ -222,6 +222,11 @@ def run(job: Job) -> dict:
                               cpu=not torch.accelerator.is_available())
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type.name != "FSDP" and main:
+        # Accelerate (1.16) enables FSDP only on GPU-like devices; on CPU processes it runs DDP
+        print(f"{stage}: FSDP was asked for (ACCELERATE_USE_FSDP) but Accelerate runs "
+              f"{accelerator.distributed_type.name} on {device.type}: every process holds the whole model",
+              file=sys.stderr)
     B, micro = p["batch_size"], p["micro_batch_size"]
     if B % (world * micro):
         raise TrainError(f"params.yaml: {stage}.batch_size ({B}) must be a multiple of "
