@@ -126,8 +126,10 @@ def test_killed_stage_leaves_nothing_and_rerun_matches(reference_run, tmp_path, 
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    for tmp in busy:  # cut off mid-write, and nothing half-written where a later stage reads
-        assert tmp.exists() and not temporaries[tmp].exists()
+    for tmp in busy:  # cut off mid-write, and nothing half-written where a later stage reads:
+        # either the temporary is still there and the output is not, or the directory was
+        # finished and renamed whole in the instant between seeing it and the kill
+        assert tmp.exists() != temporaries[tmp].exists(), tmp
     project.run(stage)
     done = STAGES[: position + 1]  # the stages downstream are covered by the rerun tests above
     assert digest(tmp_path, done) == digest_of(first, done)
@@ -160,7 +162,7 @@ def downstream_of(section: str) -> set[str]:
     """Stages that use a params section, plus every stage that depends on their outputs."""
     stages = PIPELINE
     outs = {name: {next(iter(o)) if isinstance(o, dict) else o for o in st.get("outs", [])} for name, st in stages.items()}
-    hit = {name for name, st in stages.items() if section in st["params"]}
+    hit = {name for name, st in stages.items() if section in st.get("params", [])}
     changed = True
     while changed:
         changed = False
@@ -238,7 +240,7 @@ def test_dvc_reruns_only_what_changed(tmp_path):
         status = dvc(tmp_path, "status", "--json")
         # DVC lists the stages whose own params changed; those downstream follow when (and only
         # when) an upstream output really changes, which the repros below check
-        users = {name for name, st in PIPELINE.items() if section in st["params"]}
+        users = {name for name, st in PIPELINE.items() if section in st.get("params", [])}
         assert set(json.loads(status.stdout)) == users, section
     (tmp_path / "params.yaml").write_text(original)
 
