@@ -13,9 +13,9 @@ Run:    dvc repro filter   (or python -m stages.filter)
 import sys
 from pathlib import Path
 
-from lmbuild.filter.run import filter_corpus, read_bad_words
+from lmbuild.filter.run import filter_corpus
 from lmbuild.metrics import write_csv, write_metrics
-from lmbuild.params import check_or_exit, load_params_or_exit
+from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
 from lmbuild.shards import ShardError
 
 RAW = Path("data/raw")
@@ -27,9 +27,10 @@ PLOT = Path("plots/filter_removals.csv")
 
 def main() -> None:
     params = load_params_or_exit("filter")
-    check_or_exit("filter", read_bad_words, params["filter"]["rules"]["c4"].get("bad_words_file"))
     try:
         metrics, plot_rows = filter_corpus(params, RAW, KEPT, REJECTED)
+    except ParamsError as exc:  # the bad-words file, read before any work
+        exit_on_params_error("filter", exc)
     except (FileNotFoundError, ShardError) as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_csv, write_metrics
-from lmbuild.params import ParamsError, check_or_exit, exit_on_params_error, load_params_or_exit
-from lmbuild.rate.config import check_raters
+from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
 from lmbuild.rate.run import rate_corpus
 from lmbuild.shards import ShardError
 
@@ -29,10 +28,9 @@ PLOT = Path("plots/rate_scores.csv")
 
 def main() -> None:
     params = load_params_or_exit("rate")
-    check_or_exit("rate", check_raters, params)
     try:
         metrics, plot_rows, timing = rate_corpus(params, DEDUP, RATED, MODELS)
-    except ParamsError as exc:  # the checks that need the data: rater sources present in data/dedup
+    except ParamsError as exc:  # rate_corpus checks the raters (their files, their sources) before any work
         exit_on_params_error("rate", exc)
     except (FileNotFoundError, ShardError) as exc:
         print(exc, file=sys.stderr)

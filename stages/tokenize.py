@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from lmbuild.metrics import write_metrics
-from lmbuild.params import check_or_exit, load_params_or_exit
+from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
 from lmbuild.shards import ShardError
-from lmbuild.tokenize.run import TokenizeError, check_params, tokenize
+from lmbuild.tokenize.run import TokenizeError, tokenize
 from lmbuild.tokenize.train_bpe import TokenizerError
 
 MIX = Path("data/mix")
@@ -28,10 +28,11 @@ METRICS = Path("metrics/tokenize.json")
 
 def main() -> None:
     params = load_params_or_exit("tokenize")
-    check_or_exit("tokenize", check_params, params["tokenize"])
     start = time.perf_counter()
     try:
         metrics = tokenize(params, MIX, TOKENIZER, OUT)
+    except ParamsError as exc:  # tokenize checks its pattern before any work
+        exit_on_params_error("tokenize", exc)
     except (TokenizeError, TokenizerError, ShardError) as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None

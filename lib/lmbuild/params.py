@@ -8,8 +8,9 @@ with one line per problem:
     params.yaml: filter.gopher_quality.max_symbol_word_ratio: must be <= 1.0, got 3
 
 Checks a schema cannot express (dedup's bands x rows = num_perm, a rater's files, a tokenizer
-pattern that compiles, a bad-words file that exists) raise ParamsError the same way and run
-through `check_or_exit` before the stage does any work.
+pattern that compiles, a bad-words file that exists) raise ParamsError the same way, before any
+work: a stage either calls them through `check_or_exit` or, where the stage's own function runs
+them first, passes the error to `exit_on_params_error`.
 
 A spec file may hold a top-level `registry:` mapping of reusable sub-schemas. Each is
 registered under its name and, with every `default` removed, under `<name>_override`, so a
