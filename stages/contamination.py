@@ -1,8 +1,8 @@
 """contamination: n-gram overlap (13-grams, as GPT-3 and OLMo report) between every eval set and
 the training data of every model stage.
 
-Reads:  data/eval_sets/, evals/, data/mix/ (val: held-out documents; pretrain, anneal: training
-        mixes), data/sft/train.jsonl, data/dpo/pairs.jsonl (train split), the rlvr prompt pool
+Reads:  data/eval_sets/, evals/, data/mix/val (held-out documents), data/decontam/ (pretrain,
+        anneal: the training mixes after decontamination), data/sft/train.jsonl, data/dpo/pairs.jsonl (train split), the rlvr prompt pool
         (from params)
 Writes: data/eval/contamination.json ({stage: {eval set: items, checked, contaminated,
         overlap_rate}}); the report stage puts it under <stage>.contamination in metrics/eval.json

@@ -1,6 +1,7 @@
 """tokenize: train the byte-level BPE tokenizer (or adopt one) and encode the mixes into token shards.
 
-Reads:  data/mix/{pretrain,anneal,val}/<source>/*.parquet (documents plus `repeat`)
+Reads:  data/decontam/{pretrain,anneal}/<source>/*.parquet (the decontaminated training mixes),
+        data/mix/val/<source>/*.parquet (held-out documents; all with `repeat`)
 Writes: models/tokenizer/ (tokenizer.json, tokenizer_config.json with the ChatML chat template,
         special_tokens_map.json), data/tokens/<split>/ (tokens-NNNNN.bin, index.parquet,
         meta.json), metrics/tokenize.json (tokens per split and domain, bytes per token,
@@ -21,6 +22,7 @@ from lmbuild.tokenize.run import TokenizeError, tokenize
 from lmbuild.tokenize.train_bpe import TokenizerError
 
 MIX = Path("data/mix")
+TRAIN = Path("data/decontam")
 TOKENIZER = Path("models/tokenizer")
 OUT = Path("data/tokens")
 METRICS = Path("metrics/tokenize.json")
@@ -30,7 +32,7 @@ def main() -> None:
     params = load_params_or_exit("tokenize")
     start = time.perf_counter()
     try:
-        metrics = tokenize(params, MIX, TOKENIZER, OUT)
+        metrics = tokenize(params, MIX, TOKENIZER, OUT, TRAIN)
     except ParamsError as exc:  # tokenize checks its pattern before any work
         exit_on_params_error("tokenize", exc)
     except (TokenizeError, TokenizerError, ShardError) as exc:

@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.slow, requires_lid]
 PIPELINE = pipeline_stages()
 # the data stages, in pipeline order (training stages have their own tests in test_train.py)
 STAGES = list(PIPELINE)[: list(PIPELINE).index("tokenize") + 1]
+# the part of an upstream output a stage reads first, where it is not its first data dep
+READS = {"eval_sets": "data/mix/val", "tokenize": "data/decontam"}
 
 
 def outputs_of(stages) -> list[str]:
@@ -105,7 +107,9 @@ def test_dask_executor_gives_the_same_bytes(reference_run, tmp_path, demo_params
     assert run_pipeline(tmp_path, params) == first
 
 
-@pytest.mark.parametrize("stage", STAGES)
+# eval_sets writes its few small files in milliseconds, too fast to catch mid-write; it uses the
+# same atomic_dir as the stages tested here
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "eval_sets"])
 def test_killed_stage_leaves_nothing_and_rerun_matches(reference_run, tmp_path, demo_params, stage):
     _, first = reference_run
     project = Project(tmp_path)
@@ -319,7 +323,7 @@ def test_truncated_input_shard_is_named_not_a_traceback(reference_run, tmp_path,
     shutil.copytree(root / "data", tmp_path / "data", symlinks=True)
     if (root / "models").exists():
         shutil.copytree(root / "models", tmp_path / "models")
-    upstream = [d for d in PIPELINE[stage]["deps"] if d.startswith("data/")][0]
+    upstream = READS.get(stage) or [d for d in PIPELINE[stage]["deps"] if d.startswith("data/")][0]
     victim = sorted((tmp_path / upstream).rglob("*.parquet"))[0]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     proc = project.run(stage, check=False)

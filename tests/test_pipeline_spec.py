@@ -21,8 +21,11 @@ SHARED_SECTIONS = {"tasks"}
 # Stages named otherwise than the params section they read: dpo_pairs reads only dpo.pairs (so a
 # change of the dpo loss keeps the pairs and reference log-probs); the eval stages read `eval`.
 OWN_SECTION = {"dpo_pairs": "dpo", "eval_sets": "eval", "contamination": "eval"}
-# Reads of another stage's section: contamination regenerates rlvr's prompt pool to check it.
-CROSS_READS = {"contamination": {"rlvr.prompts_per_family", "rlvr.seed"}}
+# Reads of another stage's section: contamination regenerates rlvr's prompt pool to check it;
+# decontaminate builds the eval items as contamination does (eval.bpb caps the held-out text)
+# and takes its n-gram definition from eval.contamination, so removal matches the measurement.
+CROSS_READS = {"contamination": {"rlvr.prompts_per_family", "rlvr.seed"},
+               "decontaminate": {"eval.bpb", "eval.contamination"}}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -149,11 +149,13 @@ def write_mix(root, seed=0):
             if split == "pretrain":  # second copies of some documents, as the mix writes them
                 twice = table.slice(0, 20)
                 table = pa.concat_tables([table, twice.set_column(5, "repeat", pa.array(np.ones(20, np.int32)))])
-            out = root / "data" / "mix" / split / src
-            out.mkdir(parents=True, exist_ok=True)
-            half = table.num_rows // 2
-            pq.write_table(table.slice(0, half), out / "part-a.parquet", row_group_size=25)
-            pq.write_table(table.slice(half), out / "part-b.parquet", row_group_size=25)
+            # the training splits as the decontaminate stage passes them on (nothing to cut here)
+            for top in ("mix",) if split == "val" else ("mix", "decontam"):
+                out = root / "data" / top / split / src
+                out.mkdir(parents=True, exist_ok=True)
+                half = table.num_rows // 2
+                pq.write_table(table.slice(0, half), out / "part-a.parquet", row_group_size=25)
+                pq.write_table(table.slice(half), out / "part-b.parquet", row_group_size=25)
     return rng
 
 
@@ -259,4 +261,4 @@ def test_bad_params_and_missing_inputs(project):
     project.params["tokenize"] = dict(TOKENIZE)
     project.write_params()
     proc = project.run("tokenize", check=False)
-    assert proc.returncode == 2 and "dvc repro mix" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "dvc repro decontaminate" in proc.stderr and "Traceback" not in proc.stderr

@@ -33,7 +33,19 @@ class Vocabulary:
         self.frozen = False
 
     def encode(self, text: str) -> np.ndarray:
-        ids, words = self._ids, _TOKEN.findall(text.lower())
+        return self._ids_of([m.group().lower() for m in _TOKEN.finditer(text)])
+
+    def encode_spans(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ids plus each token's character start and end in `text` (for masking spans)."""
+        matches = list(_TOKEN.finditer(text))
+        ids = self._ids_of([m.group().lower() for m in matches])
+        return (ids, np.fromiter((m.start() for m in matches), np.int64, len(matches)),
+                np.fromiter((m.end() for m in matches), np.int64, len(matches)))
+
+    def _ids_of(self, words: list[str]) -> np.ndarray:
+        # tokens are found in the original text and lowercased one by one, so their character
+        # spans are exact even where lowercasing changes a string's length (e.g. U+0130)
+        ids = self._ids
         if self.frozen:
             out = [ids.get(w, 0) for w in words]
         else:
@@ -43,15 +55,22 @@ class Vocabulary:
 
 def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     """64-bit hashes of every n-gram of one document's ids that holds no unknown (0) id."""
+    return ngram_hashes_at(ids, n)[0]
+
+
+def ngram_hashes_at(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, start positions) of every n-gram of `ids` that holds no unknown (0) id. A 0 id
+    between documents therefore keeps n-grams from spanning two of them."""
     if len(ids) < n:
-        return np.empty(0, dtype=np.uint64)
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
     m = len(ids) - n + 1
     with np.errstate(over="ignore"):
         h = np.zeros(m, dtype=np.uint64)
         for j in range(n):
             h = h * _MULT + ids[j:m + j]
     unknown = np.concatenate([[0], np.cumsum(ids == 0)])
-    return h[unknown[n:] - unknown[:m] == 0]
+    ok = unknown[n:] - unknown[:m] == 0
+    return h[ok], np.flatnonzero(ok)
 
 
 class NgramIndex:

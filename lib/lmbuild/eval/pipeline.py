@@ -2,7 +2,8 @@
 
 eval_sets: writes data/eval_sets/ from the held-out documents and the tasks' test split.
 contamination: 13-gram overlap of every eval set with the training data of every model stage:
-    pretrain: data/mix/pretrain   anneal: data/mix/anneal   sft: data/sft/train.jsonl
+    pretrain: data/decontam/pretrain   anneal: data/decontam/anneal (the mixes as tokenize encodes
+    them, after the decontaminate stage)   sft: data/sft/train.jsonl
     dpo: the train split of data/dpo/pairs.jsonl   rlvr: its prompt pool (tasks train split)
 """
 
@@ -60,10 +61,9 @@ def training_sources(params: dict, root: Path = Path(".")) -> dict:
     left out, so a partial pipeline can still be checked)."""
     tp, seed = params["tasks"], params["common"]["seed"]
     out = {}
-    if (root / "data/mix/pretrain").is_dir():
-        out["pretrain"] = lambda: mix_texts(root / "data/mix/pretrain")
-    if (root / "data/mix/anneal").is_dir():
-        out["anneal"] = lambda: mix_texts(root / "data/mix/anneal")
+    for split in ("pretrain", "anneal"):
+        if (root / "data/decontam" / split).is_dir():
+            out[split] = lambda split=split: mix_texts(root / "data/decontam" / split)
     if (root / "data/sft/train.jsonl").is_file():
         out["sft"] = lambda: sft_texts(root / "data/sft/train.jsonl")
     if (root / "data/dpo/pairs.jsonl").is_file():

@@ -101,19 +101,23 @@ def encode_task(task: dict) -> dict:
     return stats
 
 
-def tokenize(params: dict, mix_dir: Path, tok_dir: Path, out_dir: Path) -> dict:
+def tokenize(params: dict, mix_dir: Path, tok_dir: Path, out_dir: Path, train_dir: Path | None = None) -> dict:
+    """Encode val from `mix_dir` and pretrain/anneal from `train_dir` (the decontaminated mixes;
+    default `mix_dir`), training the tokenizer on a sample of train_dir/pretrain."""
     common, cfg = params["common"], params["tokenize"]
     check_params(cfg)
-    inputs = {s: list_shards(Path(mix_dir) / s, "*/*.parquet") for s in SPLITS}
+    train_dir = Path(mix_dir if train_dir is None else train_dir)
+    roots = {s: train_dir if s != "val" else Path(mix_dir) for s in SPLITS}
+    inputs = {s: list_shards(roots[s] / s, "*/*.parquet") for s in SPLITS}
     if not inputs["pretrain"]:
-        raise TokenizeError(f"{mix_dir}/pretrain: no shards; run the upstream stages first (dvc repro mix)")
-    facts = build_tokenizer(cfg, common["seed"], Path(mix_dir), Path(tok_dir))
+        raise TokenizeError(f"{train_dir}/pretrain: no shards; run the upstream stages first (dvc repro decontaminate)")
+    facts = build_tokenizer(cfg, common["seed"], train_dir, Path(tok_dir))
 
     tokenizer_json = str(Path(tok_dir).resolve() / "tokenizer.json")
     hf = hf_ordinary(tokenizer_json)
     vocab_size, eot, pad = hf.get_vocab_size(), hf.token_to_id(EOT), hf.token_to_id(PAD)
     encoding = build_encoding(tokenizer_json)
-    probe = sample_texts(Path(mix_dir), cfg["verify_docs"], 2**62, common["seed"], cfg["batch_rows"]) + ADVERSARIAL
+    probe = sample_texts(train_dir, cfg["verify_docs"], 2**62, common["seed"], cfg["batch_rows"]) + ADVERSARIAL
     mismatches = check_identity(encoding, hf, probe) if encoding is not None else -1
     fast = mismatches == 0
     if not fast:
