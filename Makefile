@@ -36,6 +36,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/filter_throughput.py
 	$(BIN)/python benchmarks/langid_throughput.py
+	$(BIN)/python benchmarks/pii_backends.py
 	$(BIN)/python benchmarks/minhash_throughput.py
 	$(BIN)/python benchmarks/memory_scaling.py
 

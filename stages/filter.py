@@ -29,7 +29,7 @@ def main() -> None:
     params = load_params_or_exit("filter")
     try:
         metrics, plot_rows = filter_corpus(params, RAW, KEPT, REJECTED)
-    except ParamsError as exc:  # the bad-words file, read before any work
+    except ParamsError as exc:  # the bad-words file, the presidio extra: checked before any work
         exit_on_params_error("filter", exc)
     except (FileNotFoundError, ShardError) as exc:
         print(exc, file=sys.stderr)

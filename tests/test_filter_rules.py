@@ -558,9 +558,12 @@ def test_defaults_are_not_modified():
 def test_spec_defaults_are_the_rule_defaults():
     """rule_config.DEFAULTS is the one source of the thresholds; the params schema repeats them so
     `params.yaml` validates and normalises on its own: every copy must equal the source."""
+    from lmbuild.filter.rule_config import PII_BACKENDS, PII_DEFAULTS
     from lmbuild.params import load_spec
     _, registry = load_spec("filter")
-    for group, defaults in DEFAULTS.items():
+    assert registry.get("rules")["pii"]["schema"]["backend"]["allowed"] == list(PII_BACKENDS)
+    assert set(registry.get("rules")["pii"]["schema"]) == set(PII_DEFAULTS)
+    for group, defaults in {**DEFAULTS, "pii": PII_DEFAULTS}.items():
         spec = registry.get("rules")[group]["schema"]
         for key, value in defaults.items():
             if key == "bad_words":  # the spec names a file (bad_words_file), filled by the stage

@@ -1,7 +1,8 @@
 """What the filter rules are and how they are configured: group and rule names, DEFAULTS with
-the papers they come from, the character classes both implementations share, and
-`fill_thresholds`. The vectorised rules live in lmbuild.filter.rules, the per-document
-specification in lmbuild.filter.reference; both read their thresholds and constants from here.
+the papers they come from, PII_DEFAULTS (which kinds PII masking covers, and its backend), the
+character classes both implementations share, and `fill_thresholds`. The vectorised rules live
+in lmbuild.filter.rules, the per-document specification in lmbuild.filter.reference; both read
+their thresholds and constants from here.
 """
 
 from __future__ import annotations
@@ -76,6 +77,21 @@ DEFAULTS: dict = {
         "max_dup_line_char_ratio": 0.01,
         "max_newline_word_ratio": 0.3,  # datatrove new_line_ratio (lists; not in the paper)
     },
+}
+
+# PII masking (lmbuild.filter.pii), applied to kept documents: which kinds, and which detector.
+# `regex` is the default: vectorised RE2 over whole batches (about 80 MB/s on one core) with the
+# IPv4 context rules; `presidio` is Microsoft Presidio's pattern recognizers (the optional `pii`
+# extra; per document, over a hundred times slower), which find phone numbers of more countries
+# but mask section and version numbers as IPv4 and slices or "::=" as IPv6 (figures side by side
+# in the README, from benchmarks/pii_backends.py).
+PII_BACKENDS = ("regex", "presidio")
+PII_DEFAULTS: dict = {
+    "enabled": True,
+    "backend": "regex",
+    "emails": True,
+    "ip_addresses": True,
+    "phone_numbers": True,
 }
 
 LINE_RULES = ("c4.no_terminal_punct", "c4.min_words_per_line", "c4.javascript")

@@ -6,7 +6,9 @@ document's reason):
 1. language ID (lid.176) on the first `max_chars` characters;
 2. the quality rules of `rules.apply_rules` (C4 line removal first, then C4, Gopher
    repetition, Gopher quality and FineWeb document rules);
-3. PII masking on the documents that are kept.
+3. PII masking on the documents that are kept, by the backend `pii.backend` names: `regex`
+   (lmbuild.filter.pii, the default) or `presidio` (lmbuild.filter.pii_presidio, an optional
+   extra, checked to be installed before any work).
 
 Rules are configured per domain and per source: the config of a document is
 `rules` <- `domains[<domain>]` <- `sources[<source>]`, merged key by key, so a source can override
@@ -28,8 +30,8 @@ import pyarrow.compute as pc
 from ..executor import map_tasks
 from ..params import ParamsError, deep_merge
 from ..shards import DOC_SCHEMA, ShardWriter, atomic_dir, list_shards, read_batches
-from . import langid, pii
-from .rule_config import GROUPS, RULE_NAMES
+from . import langid, pii, pii_presidio
+from .rule_config import GROUPS, PII_DEFAULTS, RULE_NAMES
 from .rules import apply_rules
 
 KEPT_SCHEMA = DOC_SCHEMA.append(pa.field("language", pa.string(), nullable=True)) \
@@ -43,6 +45,16 @@ def rules_for(cfg: dict, source: str, domain: str) -> dict:
     """The rule config for one source: defaults, then its domain's, then its own overrides."""
     resolved = deep_merge(cfg["rules"], cfg["domains"].get(domain))
     return deep_merge(resolved, cfg["sources"].get(source))
+
+
+def presidio_requests(cfg: dict) -> list[str]:
+    """The params keys (`filter.rules.pii.backend`, `filter.domains.<d>.pii.backend`, ...) that
+    ask for the presidio PII backend."""
+    scopes = [("filter.rules", cfg["rules"])]
+    scopes += [(f"filter.{kind}.{name}", over) for kind in ("domains", "sources")
+               for name, over in sorted(cfg[kind].items())]
+    return [f"{where}.pii.backend" for where, rules in scopes
+            if ((rules or {}).get("pii") or {}).get("backend") == "presidio"]
 
 
 def read_bad_words(path: str | None) -> list[str]:
@@ -97,7 +109,9 @@ def _filter_batch(batch: pa.RecordBatch, cfg: dict, stats: dict) -> tuple[pa.Rec
     keep_idx = pa.array(np.flatnonzero(keep))
     kept = full.take(keep_idx)
     if kept.num_rows and cfg["pii"]["enabled"]:
-        masked, counts = pii.mask(kept.column("text"), cfg["pii"])
+        backend = cfg["pii"].get("backend", PII_DEFAULTS["backend"])
+        masker = pii_presidio.mask if backend == "presidio" else pii.mask
+        masked, counts = masker(kept.column("text"), cfg["pii"])
         kept = kept.set_column(kept.schema.get_field_index("text"), "text", masked)
         for kind, per_doc in counts.items():
             stats["pii"][kind] += int(per_doc.sum())
@@ -159,6 +173,8 @@ def filter_corpus(params: dict, raw_dir: Path, kept_dir: Path, rejected_dir: Pat
     if not shards:
         raise FileNotFoundError(f"{raw_dir}: no shards to filter; run the acquire stage first (dvc repro acquire)")
     bad_words = read_bad_words(cfg["rules"]["c4"].get("bad_words_file"))
+    for where in presidio_requests(cfg)[:1]:
+        pii_presidio.check_installed(where)  # ParamsError before any work if it is missing
     if cfg["rules"]["langid"]["enabled"] or any(
             (o.get("langid") or {}).get("enabled") for o in (*cfg["domains"].values(), *cfg["sources"].values())):
         langid.load_model(cfg["rules"]["langid"]["model"])  # fail before any work if it is missing
