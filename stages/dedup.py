@@ -1,14 +1,17 @@
-"""dedup: remove exact and near-duplicate documents across all sources (MinHash LSH).
+"""dedup: remove exact and near-duplicate documents across all sources (MinHash LSH), then cut
+repeated paragraphs (exact, corpus-wide) out of the documents kept.
 
 Reads:  data/filtered/<source>/*.parquet
 Writes: data/dedup/<source>/<shard>.parquet (kept documents, same rows order, plus
         `dup_cluster_size`), data/dedup_removed/<source>/<shard>.parquet (removed ones, plus
-        `duplicate_of` = the keeper's id and `dup_kind` = exact | near), metrics/dedup.json
-        (duplicate rates overall and per source, clusters, LSH counts),
+        `duplicate_of` = the keeper's id and `dup_kind` = exact | near, or paragraphs with
+        duplicate_of "" for a document that paragraph dedup emptied), metrics/dedup.json
+        (duplicate rates overall and per source, clusters, LSH counts, `paragraphs.*`),
         plots/dedup_cluster_sizes.csv (size,clusters), reports/dedup_clusters.md (a sample of
         clusters with the start of each member's text)
 Params: common (seed, workers, executor), dedup (normalize, exact, minhash: ngram, num_perm,
-        bands, rows or threshold, seed; source_priority, batch_rows, report)
+        bands, rows or threshold, seed; source_priority, batch_rows, report, paragraphs: enabled,
+        unit, method, min_chars, skip_domains, min_doc_chars, partition_rows)
 Run:    dvc repro dedup   (or python -m stages.dedup)
 """
 

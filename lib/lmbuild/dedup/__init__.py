@@ -41,5 +41,6 @@ byte-identical for the same inputs, params and seed, whatever the worker count o
 Modules: normalize (text normalisation), hashing (vectorised 64-bit hashes), words (words of a
 batch, hashed from the Arrow buffer), exact (exact keys and their join), minhash (signatures),
 lsh (S-curve, band keys, bucket joins), clusters (union-find, keepers), config (params and
-cross-checks), report (histogram, markdown sample), run (the stage's plan).
+cross-checks), report (histogram, markdown sample), run (the stage's plan), paragraphs and
+paragraph_join (paragraph-level exact dedup of the kept documents, after the above).
 """

@@ -21,6 +21,7 @@ class DedupConfig:
     source_priority: tuple[str, ...]
     batch_rows: int
     report: dict
+    paragraphs: dict  # dedup.paragraphs: enabled, unit, method, min_chars, skip_domains, min_doc_chars, partition_rows
 
     @property
     def num_perm(self) -> int:
@@ -54,4 +55,5 @@ def resolve(params: dict, source: str = "params.yaml") -> DedupConfig:
     seed = mh["seed"] if mh["seed"] is not None else common["seed"]
     return DedupConfig(normalize=dict(cfg["normalize"]), exact=cfg["exact"]["enabled"], near=mh["enabled"],
                        ngram=mh["ngram"], bands=bands, rows=rows, seed=seed, source_priority=tuple(priority),
-                       batch_rows=cfg["batch_rows"], report=dict(cfg["report"]))
+                       batch_rows=cfg["batch_rows"], report=dict(cfg["report"]),
+                       paragraphs=dict(cfg["paragraphs"]))

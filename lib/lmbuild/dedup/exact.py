@@ -9,7 +9,8 @@ no key: they are never exact duplicates of anything (two texts made only of punc
 the same document just because stripping left nothing of either).
 
 The join sorts the keys of all documents (lexsort on the two halves, stable, so ties keep the
-global document order) and links each document of a run of equal keys to the run's first one.
+global document order; `key_runs`, which paragraph dedup shares) and links each document of a
+run of equal keys to the run's first one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ def exact_keys(normalised: pa.Array, words: Words, collapse_whitespace: bool,
     return hash_strings(normalised, BASES[0], seed + 11), hash_strings(normalised, BASES[1], seed + 12)
 
 
+def key_runs(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, new): `order` sorts the 128-bit keys (lexsort on the two halves, stable, so equal
+    keys keep their input order) and new[i] is True where order[i] starts a run of equal keys.
+    The dedup stage's sorted-hash join: exact document keys here, paragraph keys in
+    lmbuild.dedup.paragraphs."""
+    n = len(high)
+    order = np.lexsort((low, high))
+    h, lo_ = high[order], low[order]
+    new = np.empty(n, bool)
+    if n:
+        new[0] = True
+        new[1:] = (h[1:] != h[:-1]) | (lo_[1:] != lo_[:-1])
+    return order, new
+
+
 def exact_edges(high: np.ndarray, low: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
     """Edges (document, first document with the same key) among `docs` (global indices in
     increasing order, with their keys), and counts: groups with >= 2 documents, documents in
@@ -38,11 +54,7 @@ def exact_edges(high: np.ndarray, low: np.ndarray, docs: np.ndarray) -> tuple[np
     n = len(docs)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), {"groups": 0, "documents": 0}
-    order = np.lexsort((low, high))  # stable: equal keys keep document order
-    h, lo_ = high[order], low[order]
-    new = np.empty(n, bool)
-    new[0] = True
-    new[1:] = (h[1:] != h[:-1]) | (lo_[1:] != lo_[:-1])
+    order, new = key_runs(high, low)
     group = np.cumsum(new) - 1
     heads = np.flatnonzero(new)
     sizes = np.diff(np.append(heads, n))

@@ -12,8 +12,11 @@
    The driver merges each band's edges into the clusters (lmbuild.dedup.clusters.Components).
    Memory is O(documents) per band: keys and integer indices, never text or signatures.
 4. Keepers (lmbuild.dedup.clusters.choose_keepers), then per-shard decision tables.
+4b. Paragraph dedup, when `dedup.paragraphs.enabled` (lmbuild.dedup.paragraph_join): unit keys
+   per shard, then a join per key range, in parallel; it finds the later copies.
 5. Outputs (`write_task`, one task per input shard, in parallel): kept documents with
-   `dup_cluster_size`, removed ones with `duplicate_of` and `dup_kind`, same file names.
+   `dup_cluster_size` (later paragraph copies cut out; a document left too short is removed),
+   removed ones with `duplicate_of` and `dup_kind`, same file names.
 
 The working directory lives inside the kept output's temporary directory (lmbuild.shards.
 atomic_dir) and is deleted before that directory is renamed into place; a killed run leaves it
@@ -39,6 +42,8 @@ from .config import DedupConfig
 from .exact import exact_edges, exact_keys
 from .minhash import MinHasher
 from .normalize import normalize
+from .paragraph_join import COUNTERS, Rewriter
+from .paragraph_join import plan as plan_paragraphs
 from .report import clusters_markdown, members_to_show, pick_clusters, size_histogram
 from .words import split_and_hash
 
@@ -46,8 +51,10 @@ REQUIRED_COLUMNS = ("id", "text", "source")
 CLUSTER_FIELD = pa.field("dup_cluster_size", pa.int32(), nullable=False)
 REMOVED_FIELDS = (pa.field("duplicate_of", pa.string(), nullable=False),
                   pa.field("dup_kind", pa.string(), nullable=False))
-KEPT, EXACT, NEAR = 0, 1, 2
-KIND_NAMES = {EXACT: "exact", NEAR: "near"}
+KEPT, EXACT, NEAR, PARAGRAPHS = 0, 1, 2, 3
+# PARAGRAPHS: kept by document dedup, then emptied by paragraph dedup (duplicate_of is "": the
+# removed paragraphs may come from many documents)
+KIND_NAMES = {EXACT: "exact", NEAR: "near", PARAGRAPHS: "paragraphs"}
 DOCS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("length", pa.int64()), ("words", pa.int64()),
                          ("exact_hi", pa.uint64()), ("exact_lo", pa.uint64())])
 
@@ -133,12 +140,22 @@ def write_task(task: dict) -> dict:
     kept_w = ShardWriter(kept_path.parent, shard.stem, kept_schema, numbered=False)
     removed_w = ShardWriter(Path(task["removed"]) / shard.parent.name, shard.stem, removed_schema, numbered=False)
     wanted = np.array(sorted(task["sample_rows"]), np.int64)
+    rewriter = Rewriter(task["cfg"], task["paragraphs"]) if task.get("paragraphs") else None
+    text_at = schema.get_field_index("text")
     samples, start = {}, 0
     for batch in read_batches(shard, batch_size=task["batch_rows"]):
         n = batch.num_rows
-        k = kind[start:start + n]
+        k = kind[start:start + n].copy()
         keep = np.flatnonzero(k == KEPT)
         kept = batch.take(pa.array(keep))
+        if rewriter is not None:  # paragraph dedup: later copies cut out, emptied documents dropped
+            group = kept.column("domain") if "domain" in schema.names else kept.column("source")
+            new_text, emptied = rewriter.apply(kept.column("text"), group, kept.column("source"))
+            k[keep[emptied]] = PARAGRAPHS
+            columns = list(kept.columns)
+            columns[text_at] = new_text
+            kept = pa.RecordBatch.from_arrays(columns, schema=batch.schema).filter(pa.array(~emptied))
+            keep = keep[~emptied]
         kept_w.write(pa.RecordBatch.from_arrays(
             list(kept.columns) + [pa.array(size[start:start + n][keep].astype(np.int32))], schema=kept_schema))
         drop = np.flatnonzero(k != KEPT)
@@ -146,7 +163,7 @@ def write_task(task: dict) -> dict:
             removed = batch.take(pa.array(drop))
             names = pa.array([KIND_NAMES[x] for x in k[drop].tolist()], pa.string())
             removed_w.write(pa.RecordBatch.from_arrays(
-                list(removed.columns) + [dup_of.take(pa.array(drop + start)).combine_chunks(), names],
+                list(removed.columns) + [pc.fill_null(dup_of.take(pa.array(drop + start)), "").combine_chunks(), names],
                 schema=removed_schema))
         here = wanted[(wanted >= start) & (wanted < start + n)]
         if len(here):
@@ -159,7 +176,9 @@ def write_task(task: dict) -> dict:
     if not kept_w.close():
         _write_empty(kept_path, kept_schema)  # every input shard has its kept shard, even if empty
     removed_w.close()
-    return {"docs": start, "kept": int((kind == KEPT).sum()), "samples": samples}
+    paragraphs = rewriter.counts if rewriter is not None else None
+    dropped = sum(g["documents_dropped"] for g in paragraphs["sources"].values()) if paragraphs else 0
+    return {"docs": start, "kept": int((kind == KEPT).sum()) - dropped, "samples": samples, "paragraphs": paragraphs}
 
 
 # ---------------------------------------------------------------- the driver
@@ -248,27 +267,62 @@ def dedup_corpus(cfg: DedupConfig, common: dict, in_dir: Path, kept_dir: Path,
                 k = int(np.searchsorted(offsets, g, side="right") - 1)
                 wanted.setdefault(k, []).append(g - int(offsets[k]))
 
+        # Paragraph dedup keeps the first copy in this document order: source_priority, then
+        # position in the corpus (lmbuild.dedup.paragraph_join says why).
+        rank = np.empty(n, np.uint64)
+        rank[np.lexsort((np.arange(n), prio[codes]))] = np.arange(n, dtype=np.uint64)
         write_tasks = []
         for k, shard in enumerate(shards):
             a, b = int(offsets[k]), int(offsets[k + 1])
             path = work / "decisions" / f"{k:05d}.parquet"
             _write_work(pa.table({"cluster_size": pa.array(sizes[a:b].astype(np.int32)),
                                   "kind": pa.array(kind[a:b]),
-                                  "duplicate_of": dup_of.slice(a, b - a).cast(pa.string())}), path)
+                                  "duplicate_of": dup_of.slice(a, b - a).cast(pa.string()),
+                                  "rank": pa.array(rank[a:b])}), path)
             write_tasks.append({"shard": str(shard), "decisions": str(path), "kept": str(kept_tmp),
-                                "removed": str(removed_tmp), "batch_rows": cfg.batch_rows,
+                                "removed": str(removed_tmp), "batch_rows": cfg.batch_rows, "cfg": cfg,
                                 "sample_rows": wanted.get(k, []), "chars": cfg.report["chars"]})
+        paragraph_plan = {}
+        if cfg.paragraphs["enabled"]:
+            per_shard, paragraph_plan = plan_paragraphs(cfg, common, work, shards, [t["decisions"] for t in write_tasks])
+            for t, info in zip(write_tasks, per_shard):
+                t["paragraphs"] = info
         write_results = map_tasks(write_task, write_tasks, common, desc="dedup: write",
                                   postfix=lambda r: {"docs": r["docs"], "kept": r["kept"]})
         shutil.rmtree(work)
 
     samples = {int(offsets[k]) + row: s for k, r in enumerate(write_results) for row, s in r["samples"].items()}
     metrics = summarise(cfg, n, kind, sizes, root, keeper, codes, source_names, length, words, exact_stats, lsh_stats)
+    if cfg.paragraphs["enabled"]:
+        add_paragraph_metrics(metrics, [r["paragraphs"] for r in write_results], paragraph_plan)
     picked_md = [{"label": label, "why": why, "size": size,
                   "members": [{**samples[g], "status": "kept" if kind[g] == KEPT else f"removed, {KIND_NAMES[kind[g]]}"}
                               for g in members.tolist()]} for label, why, members, size in shown]
     report = clusters_markdown(picked_md, metrics, cfg.report["chars"])
     return metrics, size_histogram(root), report
+
+
+def add_paragraph_metrics(metrics: dict, per_shard: list[dict], plan: dict) -> None:
+    """Fold paragraph dedup's counts into the metrics: its own `paragraphs` block (totals, per
+    domain), and the documents and characters it dropped or cut out taken off the kept totals."""
+    totals: dict[str, dict[str, dict[str, int]]] = {"domains": {}, "sources": {}}
+    for counts in per_shard:
+        for kind in totals:
+            for name, group in counts[kind].items():
+                into = totals[kind].setdefault(name, dict.fromkeys(group, 0))
+                for key, value in group.items():
+                    into[key] += value
+    overall = {key: sum(g[key] for g in totals["sources"].values()) for key in COUNTERS}
+    metrics["paragraphs"] = {**overall, **plan, "domains": dict(sorted(totals["domains"].items()))}
+    for name, group in totals["sources"].items():
+        src = metrics["sources"][name]
+        src["documents_kept"] -= group["documents_dropped"]
+        src["chars_kept"] -= group["chars_removed"] + group["chars_dropped"]
+        src["paragraph_units_removed"] = group["units_removed"]
+    metrics["documents_kept"] -= overall["documents_dropped"]
+    metrics["documents_removed"] += overall["documents_dropped"]
+    metrics["chars_kept"] -= overall["chars_removed"] + overall["chars_dropped"]
+    metrics["kept_fraction"] = _rate(metrics["documents_kept"], metrics["documents_in"])
 
 
 def _rate(num: float, den: float) -> float:

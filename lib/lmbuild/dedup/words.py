@@ -49,6 +49,18 @@ def _clear_multibyte_spaces(data: np.ndarray, lead: np.ndarray, is_word: np.ndar
             is_word[hits + k] = False
 
 
+def word_byte_mask(text: np.ndarray) -> np.ndarray:
+    """True for the bytes of a UTF-8 buffer that belong to words (not to whitespace, ASCII or
+    multi-byte); shared with lmbuild.dedup.paragraphs, which finds blank lines with it."""
+    is_word = _word_bytes(text)
+    if len(text) and text.max() >= 0xC2:  # some non-ASCII character: look for multi-byte spaces
+        lead = np.flatnonzero(text >= 0xC2)
+        lead = lead[_SPACE_LEAD[text[lead]]]
+        if len(lead):
+            _clear_multibyte_spaces(text, lead, is_word)
+    return is_word
+
+
 @dataclass
 class Words:
     """The words of a batch of documents, in text order."""
@@ -66,12 +78,7 @@ def split_and_hash(texts: pa.Array, seed: int = 0) -> Words:
     offsets, data = string_offsets(texts)
     lo, hi = int(offsets[0]), int(offsets[-1])
     text = data[lo:hi]
-    is_word = _word_bytes(text)
-    if len(text) and text.max() >= 0xC2:  # some non-ASCII character: look for multi-byte spaces
-        lead = np.flatnonzero(text >= 0xC2)
-        lead = lead[_SPACE_LEAD[text[lead]]]
-        if len(lead):
-            _clear_multibyte_spaces(text, lead, is_word)
+    is_word = word_byte_mask(text)
     step = np.diff(is_word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     start_mask, end_mask = step == 1, step == -1
     # a document boundary inside the buffer ends the word before it and starts the one after it
