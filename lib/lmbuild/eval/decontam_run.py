@@ -104,16 +104,19 @@ def decontaminate(params: dict, mix_dir: Path, out_dir: Path) -> dict:
     all_sets = eval_set_texts(params, Path(mix_dir) / "val")
     chosen = check_sets(cfg, sorted(all_sets))
     index = EvalIndex({n: all_sets[n] for n in chosen}, n=c["ngram"], min_tokens=c["min_tokens"])
-    shards = {s: list_shards(Path(mix_dir) / s, "*/*.parquet") for s in cfg["splits"]}
+    splits = [s for s in cfg["splits"] if (Path(mix_dir) / s).is_dir()]
+    for s in sorted(set(cfg["splits"]) - set(splits)):
+        print(f"decontaminate: {mix_dir}/{s} does not exist (mix.pool is off?); split {s} skipped", file=sys.stderr)
+    shards = {s: list_shards(Path(mix_dir) / s, "*/*.parquet") for s in splits}
     metrics: dict = {"ngram": c["ngram"], "eval_items": int(len(index.item_set)), "eval_items_checked": int(sum(index.checked))}
     with atomic_dir(out_dir) as tmp:
         tasks = [{"split": s, "shard": str(p), "index": index, "mode": cfg["mode"], "drop_above": cfg["drop_above"],
                   "out": str(tmp / s / p.parent.name), "removed": str(tmp / "removed" / s / p.parent.name)}
-                 for s in cfg["splits"] for p in shards[s]]
+                 for s in splits for p in shards[s]]
         results = map_tasks(clean_shard, tasks, params["common"], desc="decontaminate",
                             postfix=lambda r: {"docs": r["counts"]["documents"],
                                                "dropped": r["counts"]["documents_dropped"]})
-        for split in cfg["splits"]:
+        for split in splits:
             (tmp / split).mkdir(parents=True, exist_ok=True)
             mine = [r for t, r in zip(tasks, results) if t["split"] == split]
             total = _counts(index.names)

@@ -1,7 +1,8 @@
 """Run the mix stage: index the pool, plan the validation, pretrain and anneal sets, then write
 them shard by shard through the executor.
 
-Outputs, each `<split>/<source>/<input shard name>.parquet` with the pool's columns plus
+Outputs (val, pretrain, anneal, and with `mix.pool` the pool split: every document outside val
+once), each `<split>/<source>/<input shard name>.parquet` with the pool's columns plus
 `repeat` (0 for a document's first copy, 1 for its second...): a document drawn k times is
 written k times, first copies first, so every file holds whole epochs in order.
 """
@@ -66,8 +67,10 @@ def mix(params: dict, pool_dir: Path, out_dir: Path) -> tuple[dict, list[dict]]:
         print(line.replace("; raise", " (proceeding); raise"), file=sys.stderr)
 
     repeats = {"val": val.astype(np.int32), **{s: p.repeats for s, p in plans.items()}}
+    if cfg["pool"]:
+        repeats["pool"] = (~val).astype(np.int32)
     with atomic_dir(out_dir) as tmp:
-        for split in ("val", *SPLITS):
+        for split in repeats:
             (tmp / split).mkdir()
         tasks = [{"shard": str(path), "out": str(tmp),
                   "repeats": {split: r[index.shard_of == s] for split, r in repeats.items()}}

@@ -107,8 +107,10 @@ def tokenize(params: dict, mix_dir: Path, tok_dir: Path, out_dir: Path, train_di
     common, cfg = params["common"], params["tokenize"]
     check_params(cfg)
     train_dir = Path(mix_dir if train_dir is None else train_dir)
-    roots = {s: train_dir if s != "val" else Path(mix_dir) for s in SPLITS}
-    inputs = {s: list_shards(roots[s] / s, "*/*.parquet") for s in SPLITS}
+    # the pool split (mix.pool: every document once, for training-time mixtures) when it exists
+    splits = SPLITS + (("pool",) if (train_dir / "pool").is_dir() else ())
+    roots = {s: train_dir if s != "val" else Path(mix_dir) for s in splits}
+    inputs = {s: list_shards(roots[s] / s, "*/*.parquet") for s in splits}
     if not inputs["pretrain"]:
         raise TokenizeError(f"{train_dir}/pretrain: no shards; run the upstream stages first (dvc repro decontaminate)")
     facts = build_tokenizer(cfg, common["seed"], train_dir, Path(tok_dir))
@@ -135,11 +137,11 @@ def tokenize(params: dict, mix_dir: Path, tok_dir: Path, out_dir: Path, train_di
         tasks = [{"split": s, "shard": str(p), "part": str(parts_dir / f"{s}-{i:05d}"), "tokenizer": tokenizer_json,
                   "fast": fast, "dtype": dtype.str, "eot": eot, "vocab_size": vocab_size,
                   "count_used": s == "pretrain", "batch_rows": cfg["batch_rows"]}
-                 for s in SPLITS for i, p in enumerate(inputs[s])]
+                 for s in splits for i, p in enumerate(inputs[s])]
         results = map_tasks(encode_task, tasks, common, desc="tokenize",
                             postfix=lambda r: {"docs": r["documents"]})
         domains_all: dict[str, dict] = {}
-        for split in SPLITS:
+        for split in splits:
             (tmp / split).mkdir()
             writer = TokenShardWriter(tmp / split, dtype, int(cfg["shard_mb"] * 2**20))
             split_stats = {"documents": 0, "tokens": 0, "content_tokens": 0, "bytes": 0, "null_text": 0}
@@ -174,6 +176,7 @@ def tokenize(params: dict, mix_dir: Path, tok_dir: Path, out_dir: Path, train_di
     used[eot] = 0  # the boundary token is always there; count what the text needs
     metrics["pretrain_vocab_used_share"] = float((used > 0).sum()) / vocab_size
     metrics["domains"] = {d: {"bytes_per_token": _bpt(s)} for d, s in sorted(domains_all.items())}
+    # totals over pretrain, anneal and val (the pool split holds their documents again)
     metrics["documents"] = sum(metrics[s]["documents"] for s in SPLITS)
     metrics["tokens"] = sum(metrics[s]["tokens"] for s in SPLITS)
     return metrics

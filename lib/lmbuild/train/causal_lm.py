@@ -8,9 +8,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
+import sys
+
 from ..params import training_seed
 from .checkpoint import CheckpointError
 from .data import BlockOrder, DataError, TokenStream, rank_samples, unigram_loss, val_blocks
+from .mixture_job import MixtureJob, check as check_mixture, open_pools
 from ..lm.model import choose_attention, load_model
 from .model import ModelError, build_model
 from .trainer import Job, Shard, Stopped, TrainError, metric_key
@@ -80,22 +83,47 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
             out.append({"input_ids": x, "labels": x})
         return out
 
+    total_steps = max(1, p["max_tokens"] // (p["batch_size"] * L))
     inputs = {f"data/tokens/{train_split}": tokens_dir / train_split, "data/tokens/val": tokens_dir / "val",
               "models/tokenizer": tokenizer_dir}
     if init_model is not None:
         inputs[str(init_model)] = init_model / "model.safetensors"
-    job = Job(stage=stage, params=p, seed=seed, model=model, batches=batches,
-              total_steps=max(1, p["max_tokens"] // (p["batch_size"] * L)), samples_per_epoch=order.n_blocks,
+    mix_cfg = p.get("mixture") or {"kind": "none"}
+    mixture = None
+    samples_per_epoch = order.n_blocks
+    if mix_cfg["kind"] != "none":
+        pools = open_pools(tokens_dir, mix_cfg["split"], L, seed)
+        check_mixture(mix_cfg, pools, total_steps * p["batch_size"])
+        mixture = MixtureJob(mix_cfg, pools, p["batch_size"], total_steps, seed, device, attn)
+        print(f"{stage}: {mix_cfg['kind']} mixture over the {mix_cfg['split']} split's domains "
+              f"({', '.join(pools.domains)}), starting from {mixture.source}", file=sys.stderr)
+        inputs = {k: v for k, v in inputs.items() if not k.startswith(f"data/tokens/{train_split}")}
+        inputs[f"data/tokens/{mix_cfg['split']}"] = tokens_dir / mix_cfg["split"]
+        for key in ("weights_file", "reference_file"):
+            if mix_cfg.get(key):
+                inputs[mix_cfg[key]] = Path(mix_cfg[key])
+        if mix_cfg.get("reference_model"):
+            inputs[mix_cfg["reference_model"]] = Path(mix_cfg["reference_model"]) / "model.safetensors"
+        samples_per_epoch = sum(pools.n_blocks.values())
+    job = Job(stage=stage, params=p, seed=seed, model=model, batches=mixture.batches if mixture else batches,
+              total_steps=total_steps, samples_per_epoch=samples_per_epoch,
               seq_len=L, evaluate=lambda m, dev, ac, shard: evaluate(m, val, dev, p["eval"]["batch_size"], ac, shard),
               fingerprint_inputs=inputs, tokenizer_dir=tokenizer_dir, out_model=out_model, ckpt_dir=ckpt_dir,
               live_dir=live_dir, eos_ids=[eot], pad_id=pad)
+    if mixture is not None:
+        job.hooks = mixture
+        if mixture.kind == "doremi":
+            job.loss_fn = mixture.loss
     m = run_job(job)
     ev = m.pop("eval")
     m.pop("train")
-    return {"train_loss": m.pop("train_loss"), "train_loss_ema": m.pop("train_loss_ema"),
-            "val_loss": ev["loss"],
-            "val_loss_domain": {k[len("loss_"):]: v for k, v in ev.items() if k != "loss"},
-            "unigram_val_loss": unigram_loss(train, val, vocab), **m}
+    out = {"train_loss": m.pop("train_loss"), "train_loss_ema": m.pop("train_loss_ema"),
+           "val_loss": ev["loss"],
+           "val_loss_domain": {k[len("loss_"):]: v for k, v in ev.items() if k != "loss"},
+           "unigram_val_loss": unigram_loss(train, val, vocab), **m}
+    if mixture is not None:
+        out["mixture"] = mixture.metrics()
+    return out
 
 
 __all__ = ["run", "TrainError", "Stopped", "DataError", "ModelError", "CheckpointError"]

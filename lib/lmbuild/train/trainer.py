@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
@@ -87,6 +87,10 @@ class Job:
     loss_fn: Callable = lm_loss     # (model, batch) -> (loss, {name: detached scalar}) logged as train/<name>
     log_params: dict = field(default_factory=dict)
     code_dirs: list[Path] = field(default_factory=list)  # packages besides lmbuild.train whose code the run uses
+    # optional: an object with state_dict()/load_state_dict() (checkpointed with the run),
+    # after_eval(values) (called after every validation) and log_values() (logged at log steps);
+    # pretrain's training-time mixture (mixture_job.MixtureJob) is one
+    hooks: Any = None
 
 
 def _prune_live(live_dir: Path, last_step: int) -> None:
@@ -248,6 +252,8 @@ def run(job: Job) -> dict:
         optimizer.load_state_dict(saved["optimizer"])
         ckpt.set_rng_state(saved["rng"])
         st.update({k: saved[k] for k in st if k in saved})
+        if job.hooks is not None and "hooks" in saved:
+            job.hooks.load_state_dict(saved["hooks"])
     raw_model = model
     if p.get("compile"):
         model = torch.compile(model)
@@ -288,8 +294,9 @@ def run(job: Job) -> dict:
     def save():
         accelerator.wait_for_everyone()
         if main:
+            state = dict(st, hooks=job.hooks.state_dict()) if job.hooks is not None else dict(st)
             ckpt.save(job.ckpt_dir, fp, raw_model,
-                      optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, dict(st))
+                      optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, state)
         accelerator.wait_for_everyone()
 
     try:
@@ -326,10 +333,13 @@ def run(job: Job) -> dict:
                     _log(live, st["step"], st["tokens"], {
                         "train/loss": loss_val, "train/lr": lr, "train/grad_norm": gn, "perf/tokens_per_s": tps,
                         "perf/mfu": tps * fpt / peak, "train/spikes": st["spikes"], "train/skipped": st["skipped"],
-                        **{f"train/{n}": v for n, v in last_extras.items()}})
+                        **{f"train/{n}": v for n, v in last_extras.items()},
+                        **(job.hooks.log_values() if job.hooks is not None else {})})
                 logged = True
             if st["step"] % p["eval"]["every_steps"] == 0 or done:
                 last_eval = job.evaluate(raw_model, device, accelerator.autocast, shard)
+                if job.hooks is not None:
+                    job.hooks.after_eval(last_eval)
                 if live:
                     _log(live, st["step"], st["tokens"], {f"val/{metric_key(n)}": v for n, v in last_eval.items()})
                 logged = True
