@@ -1,0 +1,445 @@
+"""Mixture regression (RegMix, Liu et al. 2024, arXiv:2407.01492): train many small proxies on
+random data mixtures, regress the target loss on the mixture weights, and pick the mixture the
+regression predicts best.
+
+- Proxy mixtures come from a Dirichlet around the prior (the token distribution of the pool),
+  with alpha = concentration * prior (`sample_mixtures`). The mean of Dir(alpha) is the prior and
+  Var(w_j) = p_j (1 - p_j) / (concentration + 1): a small concentration gives sparse mixtures far
+  from the prior, a large one mixtures close to it. RegMix varies the scale between runs to see
+  both; pass `concentration=(lo, hi)` for a log-uniform scale per mixture.
+- A proxy cannot see more of a domain than its pool holds times the epochs allowed:
+  w_j <= pool_j * max_epochs_j / budget (`weight_caps`). Draws that break a cap are redrawn.
+- Regressors of the loss on the weights: `fit_linear` (RegMix's linear baseline), `fit_gbt`
+  (gradient-boosted trees; RegMix uses LightGBM) and `fit_mixing_law` (Ye et al. 2024's
+  L_i(r) = c_i + k_i exp(sum_j t_ij r_j), in lmbuild.study.mixing_law). Each returns a
+  `MixtureFit` with `.predict(W)`, the in-sample R^2 and the cross-validated Spearman rank
+  correlation and MAE (RegMix judges a regression by how well it ranks unseen mixtures).
+- `optimise`: RegMix's search (many candidate mixtures from the same Dirichlet, the mean of the
+  top-k predicted, k = 100 in the paper) or, for smooth models, direct SLSQP on the capped simplex.
+
+Weight matrices have one row per mixture and one column per domain, in the order of the
+`domains` they come with; a row may also be given as a {domain: weight} mapping.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import optimize as sopt
+from scipy import stats as sstats
+
+TOL = 1e-6  # rows of weights must sum to one within this
+
+
+class RegmixError(Exception):
+    """A mixture-regression request that cannot be met; one line, raised before any work."""
+
+
+# ---------------------------------------------------------------- weights, caps, validation
+
+def as_matrix(weights, domains: Sequence[str]) -> np.ndarray:
+    """(n, D) float64 matrix from an array, one {domain: weight} mapping, or a list of them."""
+    domains = list(domains)
+    if isinstance(weights, Mapping):
+        weights = [weights]
+    if len(weights) and isinstance(weights[0], Mapping):
+        rows = []
+        for i, row in enumerate(weights):
+            unknown = sorted(set(row) - set(domains))
+            if unknown:
+                raise RegmixError(f"mixture {i} names domain(s) {', '.join(unknown)} outside the study's "
+                                  f"domains ({', '.join(domains)})")
+            rows.append([float(row.get(d, 0.0)) for d in domains])
+        W = np.asarray(rows, dtype=np.float64).reshape(-1, len(domains))
+    else:
+        W = np.asarray(weights, dtype=np.float64)
+        if W.ndim == 1:
+            W = W[None, :]
+        if W.ndim != 2 or W.shape[1] != len(domains):
+            raise RegmixError(f"weights have shape {W.shape}, expected (mixtures, {len(domains)}) "
+                              f"for domains {', '.join(domains)}")
+    return W
+
+
+def check_weights(W: np.ndarray, what: str = "weights") -> None:
+    """Every row finite, non-negative and summing to one within TOL."""
+    if not np.all(np.isfinite(W)):
+        raise RegmixError(f"{what}: rows {np.flatnonzero(~np.isfinite(W).all(axis=1)).tolist()[:5]} are not finite")
+    neg = np.flatnonzero((W < -TOL).any(axis=1))
+    if neg.size:
+        raise RegmixError(f"{what}: rows {neg.tolist()[:5]} have negative weights")
+    sums = W.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > TOL)
+    if bad.size:
+        raise RegmixError(f"{what}: rows must sum to one (tolerance {TOL:g}); rows {bad.tolist()[:5]} "
+                          f"sum to {', '.join(f'{s:.6g}' for s in sums[bad[:5]])}")
+
+
+def weight_caps(pool_tokens: Mapping[str, float], max_epochs: float | Mapping[str, float], budget: float,
+                domains: Sequence[str] | None = None) -> dict[str, float]:
+    """Largest weight a proxy with `budget` tokens can give each domain without repeating its pool
+    more than max_epochs times: cap_j = min(1, pool_j * max_epochs_j / budget).
+
+    `domains` (the study's, e.g. the prior's keys) must all be in the pool; the caps are returned
+    for them, in their order (for the whole pool when omitted). Raises when the caps sum below one
+    (no mixture of the budget fits the pools), naming the domains."""
+    if not (budget > 0 and math.isfinite(budget)):
+        raise RegmixError(f"weight_caps: the proxy token budget must be a positive number, got {budget!r}")
+    domains = list(pool_tokens) if domains is None else list(domains)
+    missing = [d for d in domains if d not in pool_tokens]
+    if missing:
+        raise RegmixError(f"domain(s) {', '.join(missing)} not in the pool (it has {', '.join(pool_tokens) or 'nothing'})")
+    if isinstance(max_epochs, Mapping):
+        no_epochs = [d for d in domains if d not in max_epochs]
+        if no_epochs:
+            raise RegmixError(f"max_epochs has no entry for domain(s) {', '.join(no_epochs)}")
+        epochs = {d: float(max_epochs[d]) for d in domains}
+    else:
+        epochs = {d: float(max_epochs) for d in domains}
+    for d in domains:
+        if not (pool_tokens[d] >= 0 and epochs[d] > 0):
+            raise RegmixError(f"domain {d}: pool tokens must be >= 0 and max_epochs > 0, "
+                              f"got {pool_tokens[d]!r} and {epochs[d]!r}")
+    caps = {d: min(1.0, float(pool_tokens[d]) * epochs[d] / budget) for d in domains}
+    _check_caps_sum(caps, detail={d: f"pool {pool_tokens[d]:.4g} tokens x {epochs[d]:g} epochs / budget {budget:.4g}"
+                                  for d in domains})
+    return caps
+
+
+def _check_caps_sum(caps: Mapping[str, float], detail: Mapping[str, str] | None = None) -> None:
+    total = sum(caps.values())
+    if total < 1.0 - TOL:
+        parts = [f"{d} {c:.4g}" + (f" ({detail[d]})" if detail else "") for d, c in caps.items()]
+        raise RegmixError(f"the weight caps sum to {total:.4g} < 1, so no mixture meets them: {'; '.join(parts)}; "
+                          "raise max_epochs, add pool tokens or lower the proxy token budget")
+
+
+def _cap_vector(caps: Mapping[str, float] | None, domains: Sequence[str], what: str) -> np.ndarray:
+    """Caps in domain order (ones when None), checked: every domain capped, none unknown, sum >= 1."""
+    if caps is None:
+        return np.ones(len(domains))
+    missing = [d for d in domains if d not in caps]
+    extra = [d for d in caps if d not in domains]
+    if missing or extra:
+        raise RegmixError(f"{what}: " + "; ".join(
+            ([f"no cap for domain(s) {', '.join(missing)}"] if missing else [])
+            + ([f"caps for domain(s) {', '.join(extra)} not in the study ({', '.join(domains)})"] if extra else [])))
+    for d in domains:
+        if not 0.0 <= caps[d] <= 1.0 + TOL:
+            raise RegmixError(f"{what}: the cap of {d} must be in [0, 1], got {caps[d]!r}")
+    _check_caps_sum({d: caps[d] for d in domains})
+    return np.array([float(caps[d]) for d in domains])
+
+
+def clip_to_caps(w: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Clip a mixture to its caps and give the excess to the uncapped domains in proportion to
+    their weights, repeated until no cap is broken (at most D rounds: each round fixes a domain)."""
+    w = np.clip(np.asarray(w, dtype=np.float64), 0.0, None)
+    w = w / w.sum()
+    fixed = np.zeros(w.size, dtype=bool)
+    for _ in range(w.size + 1):
+        over = (w > caps + 1e-12) & ~fixed
+        if not over.any():
+            break
+        fixed |= over
+        w[fixed] = caps[fixed]
+        free = ~fixed
+        rest = 1.0 - caps[fixed].sum()
+        mass = w[free].sum()
+        # no weight left among the free domains: share the rest by their room under the caps
+        w[free] = w[free] * rest / mass if mass > 0 else caps[free] * rest / caps[free].sum()
+    return w
+
+
+# ---------------------------------------------------------------- sampling
+
+def _prior_vector(prior: Mapping[str, float]) -> tuple[list[str], np.ndarray]:
+    domains = list(prior)
+    if len(domains) < 2:
+        raise RegmixError(f"a mixture needs at least two domains, the prior has {len(domains)}")
+    p = np.array([float(prior[d]) for d in domains])
+    if not np.all(p > 0) or not np.all(np.isfinite(p)):
+        raise RegmixError("prior: every domain needs a positive weight (Dirichlet alpha = concentration x prior "
+                          f"must be > 0), got {', '.join(f'{d} {v:g}' for d, v in zip(domains, p) if not v > 0)}")
+    check_weights(p[None, :], "prior")
+    return domains, p / p.sum()
+
+
+def _scales(rng: np.random.Generator, m: int, concentration) -> np.ndarray:
+    if isinstance(concentration, (tuple, list)):
+        lo, hi = (float(c) for c in concentration)
+        if not 0 < lo <= hi:
+            raise RegmixError(f"concentration range must satisfy 0 < lo <= hi, got {concentration!r}")
+        return np.exp(rng.uniform(math.log(lo), math.log(hi), size=m))  # log-uniform per mixture
+    c = float(concentration)
+    if not c > 0:
+        raise RegmixError(f"concentration must be > 0, got {concentration!r}")
+    return np.full(m, c)
+
+
+def _dirichlet(rng: np.random.Generator, p: np.ndarray, m: int, concentration) -> np.ndarray:
+    """m draws of Dir(alpha = scale * p), as normalised Gamma(alpha_j, 1) variates."""
+    g = rng.gamma(_scales(rng, m, concentration)[:, None] * p[None, :])
+    s = g.sum(axis=1)
+    ok = s > 0  # tiny alphas can underflow every component of a row to zero
+    return g[ok] / s[ok, None]
+
+
+def sample_mixtures(prior: Mapping[str, float], n: int, seed: int, concentration: float | tuple[float, float] = 1.0,
+                    max_weight: Mapping[str, float] | None = None) -> np.ndarray:
+    """n proxy mixtures, an (n, D) matrix with columns in the prior's key order; row 0 is the prior.
+
+    The other rows are draws from Dir(alpha = concentration * prior) (RegMix, Liu et al. 2024:
+    mixtures around the token distribution), deterministic in `seed`. Draws with any
+    w_j > max_weight[j] are rejected and redrawn, so the rows are Dirichlet draws conditioned on
+    the caps. The prior itself is always a candidate: it is the mixture one would train without a
+    study, so the study measures its baseline with the same proxies and noise as every other
+    mixture, and the regression is anchored where its candidates are densest."""
+    domains, p = _prior_vector(prior)
+    if int(n) != n or n < 1:
+        raise RegmixError(f"n must be a positive integer, got {n!r}")
+    _scales(np.random.default_rng(0), 1, concentration)  # validate before any work
+    if max_weight is not None:
+        caps = _cap_vector(max_weight, domains, "max_weight")
+        broken = [f"{d} {p[j]:.4g} > {caps[j]:.4g}" for j, d in enumerate(domains) if p[j] > caps[j] + TOL]
+        if broken:
+            raise RegmixError(f"the prior breaks its own caps ({'; '.join(broken)}): the pools cannot feed the "
+                              "proxy budget at the natural mixture; lower the budget or raise max_epochs")
+    else:
+        caps = np.ones(len(domains))
+    rng = np.random.default_rng(seed)
+    rows, have, drawn = [p[None, :]], 1, 0
+    limit = 1000 * n + 100_000  # draws before giving up on caps that reject nearly everything
+    while have < n:
+        if drawn > limit:
+            raise RegmixError(f"the caps rejected all but {have - 1} of {drawn} Dirichlet draws; raise the "
+                              "concentration (mixtures nearer the prior) or loosen the caps")
+        m = max(64, 2 * (n - have))
+        W = _dirichlet(rng, p, m, concentration)
+        drawn += m
+        W = W[(W <= caps[None, :] + 1e-12).all(axis=1)][: n - have]
+        rows.append(W)
+        have += len(W)
+    return np.concatenate(rows)
+
+
+# ---------------------------------------------------------------- fits and their diagnostics
+
+@dataclass
+class MixtureFit:
+    """A regression of the target loss on mixture weights, with its diagnostics.
+
+    r2: in-sample coefficient of determination; cv_spearman / cv_mae: rank correlation and mean
+    absolute error of out-of-fold predictions (`cv_folds` folds, n = leave-one-out; nan when the
+    folds would leave too few runs to fit); params: the fitted parameters, readable."""
+    kind: str
+    domains: tuple[str, ...]
+    n_runs: int
+    r2: float
+    cv_spearman: float
+    cv_mae: float
+    cv_folds: int
+    params: dict
+    smooth: bool  # differentiable in the weights: direct minimisation makes sense
+    _predict: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    def predict(self, weights) -> np.ndarray:
+        """Predicted loss per mixture (array rows in `domains` order, or {domain: weight} rows)."""
+        return np.asarray(self._predict(as_matrix(weights, self.domains)), dtype=np.float64)
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"n_runs": self.n_runs, "r2": self.r2, "cv_spearman": self.cv_spearman,
+                "cv_mae": self.cv_mae, "cv_folds": self.cv_folds}
+
+
+def r_squared(y: np.ndarray, pred: np.ndarray) -> float:
+    ss = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else float("nan")
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(sstats.spearmanr(a, b).statistic)
+
+
+def prepare(weights, y, domains: Sequence[str], min_runs: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (W, Y) with Y as (n, targets); `min_runs` is the least number of runs that fits."""
+    domains = list(domains)
+    if len(set(domains)) != len(domains):
+        raise RegmixError(f"{what}: domains repeat: {', '.join(domains)}")
+    W = as_matrix(weights, domains)
+    Y = np.asarray(y, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    if Y.ndim != 2 or Y.shape[0] != W.shape[0]:
+        raise RegmixError(f"{what}: {W.shape[0]} mixtures but losses of shape {np.shape(y)}")
+    if W.shape[0] < min_runs:
+        raise RegmixError(f"{what} on {len(domains)} domains needs at least {min_runs} runs, got {W.shape[0]}")
+    check_weights(W, f"{what}: weights")
+    if not np.all(np.isfinite(Y)):
+        raise RegmixError(f"{what}: losses of runs {np.flatnonzero(~np.isfinite(Y).all(axis=1)).tolist()[:5]} are not finite")
+    return W, Y
+
+
+def fit_with_cv(kind: str, fitter, W: np.ndarray, Y: np.ndarray, domains: Sequence[str], min_runs: int,
+                cv: int, seed: int, smooth: bool, combine: np.ndarray | None = None) -> MixtureFit:
+    """Fit on all runs, then k-fold (leave-one-out when k folds would leave fewer than `min_runs`
+    training runs) out-of-fold predictions for the diagnostics. `fitter(W, Y) -> (predict, params)`
+    predicts the combined loss Y @ combine (combine = [1] for one target)."""
+    n = W.shape[0]
+    s = np.ones(Y.shape[1]) if combine is None else combine
+    y = Y @ s
+    predict, params = fitter(W, Y)
+    r2 = r_squared(y, predict(W))
+    k = max(2, min(int(cv), n))
+    if n - math.ceil(n / k) < min_runs:
+        k = n  # leave-one-out
+    oof = np.full(n, np.nan)
+    if n - 1 >= min_runs:
+        folds = np.array_split(np.random.default_rng(seed).permutation(n), k)
+        for test in folds:
+            train = np.setdiff1d(np.arange(n), test)
+            oof[test] = fitter(W[train], Y[train])[0](W[test])
+        cv_s, cv_mae = spearman(y, oof), float(np.mean(np.abs(y - oof)))
+    else:
+        k, cv_s, cv_mae = 0, float("nan"), float("nan")
+    return MixtureFit(kind=kind, domains=tuple(domains), n_runs=n, r2=r2, cv_spearman=cv_s, cv_mae=cv_mae,
+                      cv_folds=k, params=params, smooth=smooth, _predict=predict)
+
+
+def fit_linear(weights, loss, domains: Sequence[str], *, alpha: float = 0.0, cv: int = 5, seed: int = 0) -> MixtureFit:
+    """RegMix's linear regression: loss ~ sum_j v_j w_j, v_j the predicted loss of pure domain j.
+
+    No separate intercept: the weights sum to one, so an intercept b and slopes beta give
+    v_j = b + beta_j. Fitted as ridge on centred weights and loss (penalty alpha |beta|^2, which
+    pulls the v_j towards each other; alpha = 0 is least squares). It has D free values, so it
+    needs more than D runs."""
+    domains = list(domains)
+    D = len(domains)
+    W, Y = prepare(weights, loss, domains, D + 1, "linear regression")
+    if Y.shape[1] != 1:
+        raise RegmixError(f"linear regression: one loss per run, got {Y.shape[1]} per run")
+    if alpha < 0:
+        raise RegmixError(f"linear regression: alpha must be >= 0, got {alpha!r}")
+
+    def fitter(W, Y):
+        y = Y[:, 0]
+        mw, my = W.mean(axis=0), y.mean()
+        A = np.vstack([W - mw, math.sqrt(alpha) * np.eye(D)])  # ridge as augmented least squares
+        beta = np.linalg.lstsq(A, np.concatenate([y - my, np.zeros(D)]), rcond=None)[0]
+        v = (my - mw @ beta) + beta  # loss at each pure domain; prediction = W @ v since rows sum to one
+        return (lambda X: X @ v), {"pure_domain_loss": dict(zip(domains, v.tolist())), "alpha": alpha}
+
+    return fit_with_cv("linear", fitter, W, Y, domains, D + 1, cv, seed, smooth=True)
+
+
+def fit_gbt(weights, loss, domains: Sequence[str], *, seed: int = 0, cv: int = 5, n_estimators: int = 300,
+            learning_rate: float = 0.05, max_depth: int = 3) -> MixtureFit:
+    """Gradient-boosted regression trees on the weights (RegMix fits LightGBM; this is
+    scikit-learn's exact GradientBoostingRegressor, Friedman 2001).
+
+    Settings: squared error; 300 trees at learning rate 0.05 (shrinkage: many small steps
+    generalise better than few large ones); depth 3 (each tree models interactions of up to three
+    domains); leaves of at least max(1, n // 20) runs so a leaf does not fit one noisy proxy;
+    subsample 1.0, so the fit has no randomness and random_state only fixes tie-breaks. The
+    histogram variant (HistGradientBoostingRegressor) bins features and wants leaves of 20 rows:
+    it suits thousands of rows, a study has tens to hundreds of runs. Trees are piecewise
+    constant: `optimise` searches them by sampling, never by gradients. Needs more than D runs."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    domains = list(domains)
+    W, Y = prepare(weights, loss, domains, len(domains) + 1, "gradient-boosted trees")
+    if Y.shape[1] != 1:
+        raise RegmixError(f"gradient-boosted trees: one loss per run, got {Y.shape[1]} per run")
+    settings = dict(loss="squared_error", n_estimators=n_estimators, learning_rate=learning_rate,
+                    max_depth=max_depth, subsample=1.0, random_state=seed)
+
+    def fitter(W, Y):
+        m = GradientBoostingRegressor(min_samples_leaf=max(1, W.shape[0] // 20), **settings).fit(W, Y[:, 0])
+        return m.predict, {**settings, "feature_importance": dict(zip(domains, m.feature_importances_.tolist()))}
+
+    return fit_with_cv("gbt", fitter, W, Y, domains, len(domains) + 1, cv, seed, smooth=False)
+
+
+# ---------------------------------------------------------------- choosing the mixture
+
+@dataclass
+class Optimum:
+    weights: dict[str, float]
+    predicted: float  # the model's loss at `weights`
+    prior_predicted: float  # the model's loss at the Dirichlet centre, for comparison
+    method: str
+    n_candidates: int
+    n_feasible: int  # candidates within the caps (search)
+    top_k: int
+    clipped: bool  # clip_to_caps moved the averaged mixture
+
+
+def optimise(model: MixtureFit, domains: Mapping[str, float] | Sequence[str], caps: Mapping[str, float] | None = None,
+             n_candidates: int = 100_000, seed: int = 0, *, top_k: int = 100,
+             concentration: float | tuple[float, float] = 1.0, method: str = "search") -> Optimum:
+    """The mixture with the lowest predicted loss.
+
+    method="search" (RegMix, Liu et al. 2024): draw n_candidates mixtures from
+    Dir(concentration * prior) (`domains` is the prior mapping, or names for a uniform prior),
+    predict them, and average the top_k lowest (RegMix averages the top 100 of its simulations:
+    the mean is steadier than the single best, which is partly the model's error). Candidates
+    that break a cap are left out of the ranking when at least top_k remain (the mean of mixtures
+    within the caps is within them: the capped simplex is convex); the mean is then clipped to the
+    caps and renormalised (`clip_to_caps`), a no-op unless too few candidates were feasible.
+    method="slsqp": minimise the model directly on {w >= 0, sum w = 1, w_j <= cap_j} with
+    scipy's SLSQP from the search result, the prior and the centre of the caps; for smooth models
+    (linear, mixing law), not trees."""
+    if method not in ("search", "slsqp"):
+        raise RegmixError(f"optimise: method must be 'search' or 'slsqp', got {method!r}")
+    if method == "slsqp" and not model.smooth:
+        raise RegmixError(f"optimise: {model.kind} predictions are piecewise constant, SLSQP needs a smooth model; use method='search'")
+    prior = dict(domains) if isinstance(domains, Mapping) else {d: 1.0 for d in domains}
+    names = list(model.domains)
+    missing, extra = [d for d in names if d not in prior], [d for d in prior if d not in names]
+    if missing or extra:
+        raise RegmixError("optimise: the domains differ from the model's: " + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"not in the model {', '.join(extra)}"] if extra else [])))
+    total = sum(prior.values())
+    _, p = _prior_vector({d: prior[d] / total for d in names})
+    cap = _cap_vector(caps, names, "optimise")
+    if int(top_k) < 1 or int(n_candidates) < int(top_k):
+        raise RegmixError(f"optimise: need 1 <= top_k <= n_candidates, got top_k={top_k}, n_candidates={n_candidates}")
+    rng = np.random.default_rng(seed)
+
+    cands, pred = [], []
+    while sum(len(c) for c in cands) < n_candidates:  # chunks bound the memory of large searches
+        W = _dirichlet(rng, p, min(50_000, n_candidates - sum(len(c) for c in cands)), concentration)
+        cands.append(W)
+        pred.append(model.predict(W))
+    W, pred = np.concatenate(cands), np.concatenate(pred)
+    feasible = (W <= cap[None, :] + 1e-12).all(axis=1)
+    pool = np.flatnonzero(feasible) if feasible.sum() >= top_k else np.arange(len(W))
+    best = pool[np.argsort(pred[pool], kind="stable")[:top_k]]
+    mean = W[best].mean(axis=0)
+    w = clip_to_caps(mean, cap)
+    clipped = bool(np.abs(w - mean / mean.sum()).max() > 1e-12)
+
+    if method == "slsqp":
+        f = lambda x: float(model.predict(x[None, :])[0])  # noqa: E731
+        starts = [w, clip_to_caps(p, cap), clip_to_caps(cap / cap.sum(), cap)]
+        cons = [{"type": "eq", "fun": lambda x: x.sum() - 1.0, "jac": lambda x: np.ones_like(x)}]
+        results = [sopt.minimize(f, x0, method="SLSQP", bounds=[(0.0, c) for c in cap], constraints=cons,
+                                 options={"ftol": 1e-12, "maxiter": 1000}) for x0 in starts]
+        x = min(results, key=lambda r: r.fun).x
+        w = clip_to_caps(np.clip(x, 0.0, cap), cap)  # SLSQP meets bounds to its tolerance only
+
+    return Optimum(weights=dict(zip(names, w.tolist())), predicted=float(model.predict(w[None, :])[0]),
+                   prior_predicted=float(model.predict(p[None, :])[0]), method=method, n_candidates=len(W),
+                   n_feasible=int(feasible.sum()), top_k=int(top_k), clipped=clipped)
+
+
+def fit_mixing_law(weights, loss, domains: Sequence[str], **options) -> MixtureFit:
+    """Ye et al. 2024's data mixing law L_i(r) = c_i + k_i exp(sum_j t_ij r_j): see
+    lmbuild.study.mixing_law.fit_mixing_law (imported here late: that module builds on this one)."""
+    from .mixing_law import fit_mixing_law as fit
+
+    return fit(weights, loss, domains, **options)
