@@ -65,8 +65,16 @@ def test_stage_contract(name):
 
 
 def test_lib_deps_are_exactly_the_imports():
-    # both ways: nothing imported is undeclared, nothing declared is left unimported
+    # both ways: nothing imported is undeclared, nothing declared is left unimported, in the main
+    # pipeline and in the studies' (whose stages run at the repository root)
     assert differences(DVC, REPO) == [], "run `python -m lmbuild.deps --write`"
+    studies = yaml.safe_load((REPO / "studies" / "dvc.yaml").read_text())
+    assert differences(studies, REPO) == [], "run `python -m lmbuild.deps --write`"
+    for name, st in studies["stages"].items():
+        body = st.get("do", st)
+        assert body["wdir"] == ".." and body["desc"] and body["cmd"].split()[2] in (
+            "stages.study_proxy", "stages.study_fit"), name
+        assert f"{body['cmd'].split()[2].replace('.', '/')}.py" in body["deps"], name
 
 
 def test_editing_a_module_reruns_exactly_the_stages_that_import_it():

@@ -143,19 +143,34 @@ def write(path: Path, repo: Path = REPO) -> int:
     return changed
 
 
+def pipelines(repo: Path = REPO) -> list[Path]:
+    """The pipeline files: dvc.yaml and the studies' (its stages run at the root: wdir ..)."""
+    return [f for f in (repo / "dvc.yaml", repo / "studies" / "dvc.yaml") if f.exists()]
+
+
+def root_of(dvc_yaml: Path) -> Path:
+    """The directory stage paths are relative to: the file's own, or its parent for a pipeline
+    in a subdirectory whose stages run at the repository root."""
+    here = dvc_yaml.resolve().parent
+    return here if (here / "lib").is_dir() else here.parent
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lmbuild.deps", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--write", action="store_true", help="rewrite dvc.yaml's lib/ deps")
-    ap.add_argument("--check", action="store_true", help="exit 1 when dvc.yaml differs (the default)")
-    ap.add_argument("--dvc-yaml", type=Path, default=REPO / "dvc.yaml")
+    ap.add_argument("--write", action="store_true", help="rewrite the lib/ deps of the pipeline files")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a pipeline file differs (the default)")
+    ap.add_argument("--dvc-yaml", type=Path, default=None, help="one pipeline file (default: dvc.yaml and "
+                    "studies/dvc.yaml)")
     args = ap.parse_args(argv)
-    repo = args.dvc_yaml.resolve().parent
+    targets = [args.dvc_yaml] if args.dvc_yaml else pipelines()
     if args.write:
-        n = write(args.dvc_yaml, repo)
-        print(f"deps: {n} stage(s) rewritten in {args.dvc_yaml}", file=sys.stderr)
+        for path in targets:
+            n = write(path, root_of(path))
+            print(f"deps: {n} stage(s) rewritten in {path}", file=sys.stderr)
         return 0
     import yaml
-    lines = differences(yaml.safe_load(args.dvc_yaml.read_text(encoding="utf-8")), repo)
+    lines = [line for path in targets
+             for line in differences(yaml.safe_load(path.read_text(encoding="utf-8")), root_of(path))]
     for line in lines:
         print(line, file=sys.stderr)
     if lines:

@@ -1,0 +1,50 @@
+"""study_fit: the result of a study from its finished proxies.
+
+Reads:  studies/<study>/proxies/*/metrics.json, data/tokens/pool/meta.json (caps)
+Writes: mixture: studies/mixture/weights.json (pretrain.mixture.weights_file can name it),
+                 studies/mixture/report.md, metrics/study_mixture.json
+        compare: studies/compare/report.md, metrics/study_compare.json
+Params: common, pretrain (max_tokens: the caps of the chosen mixture), mix (the prior), studies
+Run:    python -m stages.study_fit mixture | compare   (normally `dvc repro studies/dvc.yaml`)
+"""
+
+import sys
+from pathlib import Path
+
+from lmbuild.metrics import write_metrics
+from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.shards import atomic_write_text
+from lmbuild.study.compare_study import compare
+from lmbuild.study.mixture_study import fit_study, write
+from lmbuild.study.proxies import StudyError, read_proxies
+from lmbuild.study.regmix import RegmixError
+
+ROOT = Path("studies")
+
+
+def main() -> None:
+    study = sys.argv[1]
+    params = load_params_or_exit("studies", shared=("pretrain", "mix"))
+    proxies = read_proxies(ROOT / study / "proxies")
+    try:
+        if study == "mixture":
+            result, metrics, report = fit_study(params, proxies, Path("data/tokens"))
+            write(result, ROOT / "mixture" / "weights.json")
+            summary = f"chosen {result['weights']} (predicted bpb {result['predicted_bpb']:.4f})"
+        elif study == "compare":
+            metrics, report = compare(params, proxies)
+            summary = ", ".join(f"{m} {v['mean']:.4f} +- {v['stderr']:.4f}" for m, v in metrics["mean"].items())
+        else:
+            raise StudyError(f"unknown study {study!r} (mixture, compare)")
+    except ParamsError as exc:
+        exit_on_params_error("studies", exc)
+    except (StudyError, RegmixError, ValueError) as exc:
+        print(f"study_fit {study}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    atomic_write_text(ROOT / study / "report.md", report)
+    write_metrics(Path(f"metrics/study_{study}.json"), metrics)
+    print(f"study_fit {study}: {len(proxies)} proxies; {summary}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
