@@ -180,3 +180,26 @@ def test_study_stages_end_to_end(tmp_path, inputs, monkeypatch):
     proj.write_params(params)
     p = run(tmp_path, "stages.pretrain")
     assert "starting from studies/mixture/weights.json" in p.stderr
+
+
+def test_scaling_fit_of_a_grid_and_its_held_out_point():
+    from lmbuild.study.scaling_study import fit_grid
+    law = {"E": 2.0, "A": 300.0, "B": 900.0, "alpha": 0.4, "beta": 0.35}
+    recs = {}
+    for n in (2e4, 5e4, 1.2e5):
+        for d in (6e4, 1.3e5, 2.6e5):
+            recs[f"n{n:g}-d{d:g}"] = {"parameters_non_embedding": n, "tokens_seen": d,
+                                      "val_loss": law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]}
+    recs["big"] = {"parameters_non_embedding": 4e5, "tokens_seen": 5e5,
+                   "val_loss": law["E"] + law["A"] / 4e5 ** law["alpha"] + law["B"] / 5e5 ** law["beta"]}
+    params = validated(study_params())
+    params["studies"]["scaling"] = {"holdout": "big", "grid": []}
+    metrics, report = fit_grid(params, recs)
+    assert metrics["runs"] == 9 and metrics["holdout"]["rel_error"] < 0.01
+    assert metrics["alpha"] == pytest.approx(0.4, rel=0.1) and metrics["beta"] == pytest.approx(0.35, rel=0.1)
+    assert metrics["compute_optimal"]["largest_grid_point"]["tokens_per_param"] > 0
+    assert "| **big** (held out) |" in report
+    params["studies"]["scaling"]["holdout"] = "missing"
+    from lmbuild.params import ParamsError
+    with pytest.raises(ParamsError, match="studies.scaling.holdout: 'missing' is not a finished grid point"):
+        fit_grid(params, recs)

@@ -9,6 +9,8 @@ domain). Writes metrics/study_scaling.json and studies/scaling/report.md.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ..params import ParamsError
@@ -51,6 +53,15 @@ def fit_grid(params: dict, proxies: dict[str, dict]) -> tuple[dict, str]:
     law = (f"L(N, D) = {f.E:.3f} (+-{se['E']:.3f}) + {f.A:.3g} / N^{f.alpha:.3f} (+-{se['alpha']:.3f}) + "
            f"{f.B:.3g} / D^{f.beta:.3f} (+-{se['beta']:.3f})")
     o = opt["largest_grid_point"]
+    # a fit at the edge of its range: the grid does not pin the law down (too little training for
+    # the loss to approach its floor), so the compute-optimal split is an extrapolation
+    edge = f.E < 1e-2 or min(f.alpha, f.beta) < 0.1
+    metrics["identified"] = int(not edge)
+    if edge:
+        warning = (f"the fit is at the edge of its range (E {f.E:.3g}, alpha {f.alpha:.3f}, beta {f.beta:.3f}): "
+                   "the grid does not identify the law; read the held-out error, not the compute-optimal split")
+        print(f"study_fit scaling: {warning}", file=sys.stderr)
+        law += f"\n\n**Note:** {warning}."
     report = (f"# Scaling study\n\n{len(names)} proxies fitted (Huber on log loss, several starts; bootstrap "
               f"standard errors):\n\n    {law}\n\n" + "\n".join(rows) +
               f"\n\nCompute-optimal at C = {o.C:.3g} FLOPs (C = 6ND): N = {o.N:,.0f}, D = {o.D:,.0f} "
