@@ -8,7 +8,7 @@ document per article section, and says so.
 Both implementations run with the rules' DEFAULTS, on one core (pyarrow's thread pool is set to
 one thread), over the same documents in record batches of --batch-rows. The script checks that
 both give identical reasons and texts (exit status 1 if not) and prints MB/s per core for each
-and the speed-up.
+and the speed-up, of the best and of the median of --repeat interleaved runs.
 
     python benchmarks/filter_throughput.py [--data 'data/raw/*/*.parquet'] [--repeat 3]
 """
@@ -20,6 +20,7 @@ import bz2
 import glob
 import os
 import re
+import statistics
 import sys
 import time
 
@@ -86,7 +87,7 @@ def main() -> int:
     parser.add_argument("--data", default="data/raw/*/*.parquet", help="glob of Parquet shards")
     parser.add_argument("--limit-mb", type=float, default=64.0, help="read at most this much text")
     parser.add_argument("--batch-rows", type=int, default=4096, help="documents per record batch")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per path (best counts)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per path, interleaved")
     args = parser.parse_args()
 
     pa.set_cpu_count(1)
@@ -102,20 +103,25 @@ def main() -> int:
     print(f"documents: {len(texts)}, {size_mb:.2f} MB of UTF-8 text")
 
     arrays = batches(texts, args.batch_rows)
-    vec_time = ref_time = float("inf")
+    vec_times, ref_times = [], []
     for _ in range(args.repeat):
         t, vec_texts, vec_reasons = run_vectorised(arrays)
-        vec_time = min(vec_time, t)
+        vec_times.append(t)
         t, ref_texts, ref_reasons = run_reference(texts)
-        ref_time = min(ref_time, t)
+        ref_times.append(t)
+    vec_time, ref_time = min(vec_times), min(ref_times)
+    vec_med, ref_med = statistics.median(vec_times), statistics.median(ref_times)
 
     differ = [i for i in range(len(texts))
               if vec_reasons[i] != ref_reasons[i] or vec_texts[i] != ref_texts[i]]
     kept = sum(r is None for r in vec_reasons)
     print(f"kept: {kept} of {len(texts)} documents")
-    print(f"vectorised: {size_mb / vec_time:8.2f} MB/s per core ({vec_time:.2f} s)")
-    print(f"reference:  {size_mb / ref_time:8.2f} MB/s per core ({ref_time:.2f} s)")
-    print(f"speed-up:   {ref_time / vec_time:8.2f}x")
+    print(f"{args.repeat} interleaved runs each; best (median):")
+    print(f"vectorised: {size_mb / vec_time:8.2f} MB/s per core ({vec_time:.3f} s; "
+          f"median {size_mb / vec_med:.2f} MB/s)")
+    print(f"reference:  {size_mb / ref_time:8.2f} MB/s per core ({ref_time:.3f} s; "
+          f"median {size_mb / ref_med:.2f} MB/s)")
+    print(f"speed-up:   {ref_time / vec_time:8.2f}x (medians: {ref_med / vec_med:.2f}x)")
     if differ:
         print(f"DECISIONS DIFFER on {len(differ)} documents, e.g. #{differ[0]}: "
               f"vectorised {vec_reasons[differ[0]]!r}, reference {ref_reasons[differ[0]]!r}",

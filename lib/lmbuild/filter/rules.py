@@ -116,10 +116,14 @@ def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResul
     new_text = texts
     if "c4" in params:
         kept, chars_removed, docs_touched, new_text = _c4(batch, params["c4"], decisions, texts)
+    focused = False
     for group, check in (("gopher_repetition", _gopher_repetition),
                          ("gopher_quality", _gopher_quality), ("fineweb", _fineweb)):
         if group in params and decisions.alive.any():
             view = _View(batch, kept & decisions.alive[batch.lines.doc])
+            if not focused:  # from here on only the words of these lines are looked at
+                batch.focus(view.words)
+                focused = True
             check(view, params[group], decisions)
     return RuleResult(new_text, decisions.reasons(), chars_removed, docs_touched)
 
@@ -144,10 +148,18 @@ class _Batch:
         self.lines = lines
         self.words: ts.Words | None = None
         self.word_lines: np.ndarray | None = None  # the lines split into words
+        self.word_line_strings: pa.Array | None = None  # and their strings
         self._cache: dict = {}
+        # Vocabulary entries that properties computed from now on must be right for (None: all).
+        # The C4 rules read the words of every document; later groups only those of the
+        # documents C4 kept, often a small part of the batch's vocabulary.
+        self._focus: np.ndarray | None = None
 
     def split_words(self, selected: np.ndarray) -> None:
-        self.words, self.word_lines = ts.split_words(self.lines, selected), selected
+        index = np.flatnonzero(selected)
+        self.word_line_strings = self.lines.take(index)  # kept for line_id
+        self.words = ts.split_words(self.lines, index, self.word_line_strings)
+        self.word_lines = selected
 
     def _cached(self, key, compute):
         if key not in self._cache:
@@ -161,27 +173,46 @@ class _Batch:
             return ts.matches(trimmed, f"[{TERMINAL_PUNCT}]$")
         return self._cached("terminal", compute)
 
+    def focus(self, words: np.ndarray) -> None:
+        """Properties computed after this call need only be right for these words' entries
+        (others read as False or 0); those computed before stay right for every entry."""
+        used = np.zeros(len(self.words.vocab), bool)
+        used[self.words.vid[words]] = True
+        self._focus = np.flatnonzero(used)
+
+    def _per_entry(self, key, compute) -> np.ndarray:
+        """A property of the vocabulary entries, computed on the entries in focus only."""
+        def on_focus():
+            if self._focus is None or len(self._focus) == len(self.words.vocab):
+                return compute(self.words.vocab)
+            values = compute(self.words.vocab.take(self._focus))
+            out = np.zeros(len(self.words.vocab), values.dtype)
+            out[self._focus] = values
+            return out
+        return self._cached(key, on_focus)
+
     def vocab(self, prop: str) -> np.ndarray:
-        return self._cached(prop, lambda: _VOCAB_PROPERTIES[prop](self.words.vocab))
+        return self._per_entry(prop, _VOCAB_PROPERTIES[prop])
 
     def stop_words(self, stop_words: list[str]) -> np.ndarray:
         key = ("stop_words", tuple(stop_words))
-        return self._cached(key, lambda: ts.vocab_in(self.words.vocab, stop_words))
+        return self._per_entry(key, lambda v: ts.vocab_in(v, stop_words))
 
     def line_id(self) -> np.ndarray:
         """Equal lines (among the lines split into words) share an id."""
         def compute():
             index = np.flatnonzero(self.word_lines)
             ids = np.full(len(self.word_lines), -1, np.int64)
-            ids[index] = ts.dictionary_ids(self.lines.take(index))
+            ids[index] = ts.dictionary_ids(self.word_line_strings)
             return ids
         return self._cached("line_id", compute)
 
-    def words_with(self, prop: str, among: np.ndarray | None = None) -> np.ndarray:
-        """The words (indices, all or from `among`) whose vocabulary entry has a property."""
-        if among is None:
-            return np.flatnonzero(self.vocab(prop)[self.words.vid])
-        return among[self.vocab(prop)[self.words.vid[among]]]
+    def words_with(self, prop: str, on_lines: np.ndarray | None = None) -> np.ndarray:
+        """The words (indices) whose vocabulary entry has a property (is true or non-zero), of
+        all lines or of those that the mask `on_lines` selects. Few words have one, so the
+        line test runs on those only."""
+        hit = np.flatnonzero(self.vocab(prop).astype(bool, copy=False)[self.words.vid])
+        return hit if on_lines is None else hit[on_lines[self.words.line[hit]]]
 
 
 def _c4(batch: _Batch, p: dict, decisions: _Decisions, texts: pa.Array):
@@ -216,20 +247,23 @@ def _c4(batch: _Batch, p: dict, decisions: _Decisions, texts: pa.Array):
     new_text = _join_kept_lines(lines, kept, separators, touched, texts)
 
     kept_lines = np.flatnonzero(kept)
-    kept_words = np.flatnonzero(kept[words.line])
+    lowered = None  # the kept lines, ASCII lowercased, once for both rules that need them
+    if p["lorem_ipsum"] or p["bad_words"]:
+        lowered = pc.ascii_lower(lines.take(kept_lines))
     if p["lorem_ipsum"]:
-        hit = ts.contains(pc.ascii_lower(lines.take(kept_lines)), "lorem ipsum")
+        hit = ts.contains(lowered, "lorem ipsum")
         decisions.fail("c4.lorem_ipsum", _docs_with(lines.doc[kept_lines[hit]], n_docs))
     if p["curly_bracket"]:
-        hit = batch.words_with("curly_bracket", kept_words)
+        hit = batch.words_with("curly_bracket", kept)
         decisions.fail("c4.curly_bracket", _docs_with(words.doc[hit], n_docs))
     if p["bad_words"]:
-        hit = ts.matches(pc.ascii_lower(lines.take(kept_lines)), _bad_words_pattern(p["bad_words"]))
+        hit = ts.matches(lowered, _bad_words_pattern(p["bad_words"]))
         decisions.fail("c4.bad_words", _docs_with(lines.doc[kept_lines[hit]], n_docs))
     if p["min_sentences"] is not None:
-        ends = batch.vocab("sentence_ends")[words.vid[kept_words]]
+        hit = batch.words_with("sentence_ends", kept)
+        ends = batch.vocab("sentence_ends")[words.vid[hit]]
         decisions.fail("c4.min_sentences",
-                       ts.per_doc_sum(words.doc[kept_words], ends, n_docs) < p["min_sentences"])
+                       ts.per_doc_sum(words.doc[hit], ends, n_docs) < p["min_sentences"])
     return kept, chars_removed, docs_touched, new_text
 
 
@@ -293,6 +327,7 @@ class _View:
         self.nonblank_doc = lines.doc[self.nonblank]
         self.words = np.flatnonzero(line_mask[words.line])
         self.word_doc = words.doc[self.words]
+        self.word_vid = words.vid[self.words]
         self.n_words = self.count(self.word_doc)
         self.n_nonblank = self.count(self.nonblank_doc)
 
@@ -307,15 +342,19 @@ class _View:
         return ts.per_doc_sum(self.line_doc, self.batch.lines.length[self.lines], self.n_docs)
 
     def word_chars(self) -> np.ndarray:
-        return ts.per_doc_sum(self.word_doc, self.batch.words.length[self.words], self.n_docs)
+        return ts.per_doc_sum(self.word_doc, self.word_len(), self.n_docs)
+
+    def word_len(self) -> np.ndarray:
+        """Characters of each of the view's words."""
+        return self.batch.words.vocab_len[self.word_vid]
 
     def words_flagged(self, flag: np.ndarray) -> np.ndarray:
         """Per document: words whose vocabulary entry is flagged."""
-        return self.count(self.word_doc[flag[self.batch.words.vid[self.words]]])
+        return self.count(self.word_doc[flag[self.word_vid]])
 
     def words_summed(self, values: np.ndarray) -> np.ndarray:
         """Per document: sum over words of an integer value per vocabulary entry."""
-        v = values[self.batch.words.vid[self.words]]
+        v = values[self.word_vid]
         nonzero = v != 0
         return ts.per_doc_sum(self.word_doc[nonzero], v[nonzero], self.n_docs)
 
@@ -367,15 +406,15 @@ def _gopher_repetition(view: _View, p: dict, decisions: _Decisions) -> None:
         return
     view = view.restrict(decisions.alive)  # n-grams only for documents still in play
     words = view.batch.words
-    word_doc, word_len = view.word_doc, words.length[view.words]
+    word_doc, word_len = view.word_doc, view.word_len()
     char_before = np.zeros(len(word_len) + 1, np.int64)
     np.cumsum(word_len, out=char_before[1:])
     found = {}
-    for g in ts.ngrams(word_doc, words.vid[view.words], view.n_words, max([*top, *dup])):
+    for g in ts.ngrams(word_doc, view.word_vid, view.n_words, max([*top, *dup])):
         if g.n in top:
             found[f"top_{g.n}_gram"] = ts.top_ngram_chars(g, word_doc, char_before, view.n_docs)
         if g.n in dup:
-            found[f"dup_{g.n}_gram"] = ts.dup_ngram_chars(g, word_doc, word_len, view.n_docs)
+            found[f"dup_{g.n}_gram"] = ts.dup_ngram_chars(g, word_doc, char_before, view.n_docs)
     word_chars, none = view.word_chars(), np.zeros(view.n_docs, np.int64)
     for kind, thresholds in (("top", top), ("dup", dup)):
         for n, threshold in sorted(thresholds.items()):

@@ -11,8 +11,8 @@ computation over each document (lmbuild.filter.reference).
 
 Definitions shared with the reference implementation:
 - A line break is "\\r\\n", "\\r" or "\\n"; a document of k line breaks has k + 1 lines.
-- Whitespace is what `str.isspace()` accepts (pyarrow's utf8_split_whitespace and utf8_*trim_
-  whitespace use the same set, which a test checks); a word is a maximal run of non-whitespace
+- Whitespace is what `str.isspace()` accepts (pyarrow's utf8_split_whitespace, utf8_*trim_
+  whitespace and utf8_is_space use the same set, which a test checks); a word is a maximal run of non-whitespace
   characters; a blank line has no word.
 - Characters are Unicode code points.
 """
@@ -63,10 +63,6 @@ class Words:
     def vocab_len(self) -> np.ndarray:
         return pc.utf8_length(self.vocab).to_numpy().astype(np.int64)
 
-    @functools.cached_property
-    def length(self) -> np.ndarray:
-        return self.vocab_len[self.vid]
-
 
 def split_lines(texts: pa.Array) -> Lines:
     """Split a batch of non-null documents into lines."""
@@ -79,15 +75,17 @@ def split_lines(texts: pa.Array) -> Lines:
         strings=strings,
         doc=pc.list_parent_indices(line_lists).to_numpy(),
         length=pc.utf8_length(strings).to_numpy().astype(np.int64),
-        blank=pc.binary_length(pc.utf8_trim_whitespace(strings)).to_numpy() == 0,
+        # empty, or whitespace only (utf8_is_space is false on "")
+        blank=pc.utf8_is_space(strings).to_numpy(zero_copy_only=False)
+        | (pc.binary_length(strings).to_numpy() == 0),
         n_docs=len(texts),
     )
 
 
-def split_words(lines: Lines, selected: np.ndarray) -> Words:
-    """Split the selected lines into words and encode them against a batch vocabulary."""
-    index = np.flatnonzero(selected)
-    token_lists = pc.utf8_split_whitespace(lines.take(index))
+def split_words(lines: Lines, index: np.ndarray, strings: pa.Array | None = None) -> Words:
+    """Split the lines `index` (their strings, if already taken) into words and encode them
+    against a batch vocabulary."""
+    token_lists = pc.utf8_split_whitespace(lines.take(index) if strings is None else strings)
     token_line = index[pc.list_parent_indices(token_lists).to_numpy()]
     encoded = pc.dictionary_encode(token_lists.flatten())
     vid = encoded.indices.to_numpy().astype(np.int64)
@@ -253,7 +251,8 @@ def sequence_ids(item_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 @dataclass
 class NGrams:
-    """The n-grams of one size n that may repeat: those whose leading (n-1)-gram repeats.
+    """The n-grams of one size n that may repeat: those whose leading and trailing (n-1)-grams
+    both repeat.
 
     Every other n-gram of the documents occurs once, so it cannot be a repeat or a top n-gram.
     """
@@ -269,15 +268,23 @@ def ngrams(word_doc: np.ndarray, word_vid: np.ndarray, doc_words: np.ndarray, n_
 
     The id of an n-gram is the dense id of the pair (id of its leading (n-1)-gram, id of its last
     word), so each size costs one dictionary encoding of an integer array and ids stay exact.
+    An n-gram that occurs twice has a leading and a trailing (n-1)-gram that occur twice, so
+    only those n-grams are encoded: most of the words of a text do not start a repeated 3-gram.
     """
     n_words = len(word_vid)
     doc_start = np.zeros(len(doc_words), np.int64)
     np.cumsum(doc_words[:-1], out=doc_start[1:])
     words_left = doc_words[word_doc] - (np.arange(n_words) - doc_start[word_doc])
-    unigram, _ = first_occurrences(pair_key(word_doc, word_vid))
+    unigram = dictionary_ids(pair_key(word_doc, word_vid))
     starts, ids, base = np.arange(n_words), unigram, int(unigram.max(initial=-1)) + 1
+    # repeats[i]: the (n-1)-gram starting at word i occurs at least twice in its document
+    # (one spare entry, so that i + 1 is a valid index for the last word)
+    repeats = np.zeros(n_words + 1, bool)
     for n in range(2, n_max + 1):
-        may_repeat = (np.bincount(ids)[ids] >= 2) & (words_left[starts] >= n)
+        repeated = np.bincount(ids)[ids] >= 2
+        repeats[starts] = repeated
+        may_repeat = repeated & repeats[starts + 1] & (words_left[starts] >= n)
+        repeats[starts] = False  # cleared for the next size
         starts, ids = starts[may_repeat], ids[may_repeat]
         if len(starts) == 0:
             return
@@ -307,13 +314,17 @@ def top_ngram_chars(g: NGrams, word_doc: np.ndarray, char_before: np.ndarray,
     return np.where(top_count >= 2, top_count * top_chars, 0)
 
 
-def dup_ngram_chars(g: NGrams, word_doc: np.ndarray, word_len: np.ndarray,
+def dup_ngram_chars(g: NGrams, word_doc: np.ndarray, char_before: np.ndarray,
                     n_docs: int) -> np.ndarray:
     """Per document: characters of the words covered by any repeat (non-first occurrence) of an
-    n-gram, each word counted once."""
-    repeat_starts = g.starts[~g.first]
-    edges = np.zeros(len(word_len) + 1, np.int32)
-    edges[repeat_starts] += 1  # starts are distinct, so plain fancy-index updates are exact
-    edges[repeat_starts + g.n] -= 1
-    covered = np.cumsum(edges[:-1]) > 0
-    return per_doc_sum(word_doc[covered], word_len[covered], n_docs)
+    n-gram, each word counted once. char_before[i] is the characters of words 0..i-1.
+
+    The repeats cover words [s, s + n) for their starts s, in text order; as all have the same
+    length, the words of one not covered by the one before are [max(s, s_prev + n), s + n), and
+    an n-gram never crosses a document boundary, so the sum runs over the repeats only.
+    """
+    s = g.starts[~g.first]
+    if len(s) == 0:
+        return np.zeros(n_docs, np.int64)
+    new_from = np.maximum(s, np.r_[0, s[:-1] + g.n])
+    return per_doc_sum(word_doc[s], char_before[s + g.n] - char_before[new_from], n_docs)
