@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.study.checks import check_study
 from lmbuild.study.proxies import StudyError, proxy_job, run_proxy, write_doremi
 from lmbuild.train.checkpoint import CheckpointError
 from lmbuild.train.data import DataError
@@ -31,6 +32,7 @@ def main() -> None:
     params = load_params_or_exit("studies", shared=("pretrain", "mix"))
     name = f"study_proxy {study} {' '.join(args)}"
     try:
+        check_study(params, TOKENS, study)  # a study whose fit could never run stops at its first proxy
         job_params, mixture, out, seed, extra = proxy_job(params, TOKENS, study, args)
         tok_metrics = json.loads(Path("metrics/tokenize.json").read_text())
         m = run_proxy(job_params, mixture, out, TOKENS, TOKENIZER, tok_metrics, seed, extra)

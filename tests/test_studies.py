@@ -203,3 +203,26 @@ def test_scaling_fit_of_a_grid_and_its_held_out_point():
     from lmbuild.params import ParamsError
     with pytest.raises(ParamsError, match="studies.scaling.holdout: 'missing' is not a finished grid point"):
         fit_grid(params, recs)
+
+
+def test_a_study_that_could_not_be_fitted_stops_at_its_first_proxy(inputs):
+    from lmbuild.params import ParamsError
+    from lmbuild.study.checks import check_study
+    params = validated(study_params())
+    params["studies"]["mixture"]["proxies"] = [0, 1, 2]
+    params["studies"]["mixture"]["target"] = "web"
+    with pytest.raises(ParamsError) as err:
+        check_study(params, inputs / "data/tokens", "mixture")
+    assert err.value.problems == [
+        "params.yaml: studies.mixture.proxies: 3 proxies cannot fit the linear regression's 3 parameters over "
+        "2 domains; list at least 4",
+        "params.yaml: studies.mixture.target: 'web' is not a domain of the pool (code, prose) or 'mean'"]
+    params["studies"]["scaling"] = {"holdout": "x", "grid": [
+        {"name": f"p{i}", "hidden_size": 32 * (1 + i % 2), "num_layers": 2, "max_tokens": 10**9} for i in range(4)]}
+    with pytest.raises(ParamsError) as err:
+        check_study(params, inputs / "data/tokens", "scaling")
+    text = "\n".join(err.value.problems)
+    assert "studies.scaling.holdout: 'x' is not a grid point" in text
+    assert "4 fitted points cannot fit the law's 5 parameters" in text
+    assert "2 distinct model sizes" in text and "1 distinct token budgets" in text
+    assert "point 'p0'" in text

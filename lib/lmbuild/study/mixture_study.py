@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from ..params import ParamsError
+from .checks import N_PARAMS
 from .proxies import check_count, pool_tokens, prior
 from .regmix import RegmixError, fit_gbt, fit_linear, fit_mixing_law, optimise, weight_caps
 
 FITTERS = {"linear": fit_linear, "gbt": fit_gbt, "mixing_law": fit_mixing_law}
-# parameters each regression fits with D domains (the check before fitting)
-N_PARAMS = {"linear": lambda d: d + 1, "gbt": lambda d: d + 1, "mixing_law": lambda d: d + 2}
 
 
 def target_of(record: dict, target: str) -> float:
