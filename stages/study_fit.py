@@ -3,10 +3,10 @@
 Reads:  studies/<study>/proxies/*/metrics.json, data/tokens/pool/meta.json (caps)
 Writes: mixture: studies/mixture/weights.json (pretrain.mixture.weights_file can name it),
                  studies/mixture/report.md, metrics/study_mixture.json
-        compare: studies/compare/report.md, metrics/study_compare.json
+        compare, compare_full: studies/<study>/report.md, metrics/study_<study>.json
         scaling: studies/scaling/report.md, metrics/study_scaling.json
 Params: common, pretrain (max_tokens: the caps of the chosen mixture), mix (the prior), studies
-Run:    python -m stages.study_fit mixture | compare | scaling   (normally `dvc repro studies/dvc.yaml`)
+Run:    python -m stages.study_fit mixture | compare | compare_full | scaling   (normally `dvc repro studies/dvc.yaml`)
 """
 
 import sys
@@ -33,8 +33,9 @@ def main() -> None:
             result, metrics, report = fit_study(params, proxies, Path("data/tokens"))
             write(result, ROOT / "mixture" / "weights.json")
             summary = f"chosen {result['weights']} (predicted bpb {result['predicted_bpb']:.4f})"
-        elif study == "compare":
-            metrics, report = compare(params, proxies)
+        elif study in ("compare", "compare_full"):
+            metrics, report = compare(params, proxies, "proxy size" if study == "compare" else
+                                      "the demo's pretrain size (pretrain's own recipe)")
             summary = ", ".join(f"{m} {v['mean']:.4f} +- {v['stderr']:.4f}" for m, v in metrics["mean"].items())
         elif study == "scaling":
             metrics, report = fit_grid(params, proxies)
@@ -42,7 +43,7 @@ def main() -> None:
                        f"{metrics['B']:.3g}/D^{metrics['beta']:.3f}" + (
                            f"; held-out point off by {metrics['holdout']['rel_error']:.1%}" if "holdout" in metrics else ""))
         else:
-            raise StudyError(f"unknown study {study!r} (mixture, compare, scaling)")
+            raise StudyError(f"unknown study {study!r} (mixture, compare, compare_full, scaling)")
     except ParamsError as exc:
         exit_on_params_error("studies", exc)
     except (StudyError, RegmixError, ValueError) as exc:

@@ -7,7 +7,8 @@ Writes: studies/<study>/proxies/<name>/ (metrics.json: held-out loss and bits pe
 Params: common, pretrain, mix (the prior), studies
 Run:    python -m stages.study_proxy mixture <id>          (a RegMix candidate; 0 = the prior)
         python -m stages.study_proxy doremi reference | proxy
-        python -m stages.study_proxy compare <default|uniform|regmix|doremi> <seed>
+        python -m stages.study_proxy compare <default|uniform|regmix|doremi> <seed>   (proxy size)
+        python -m stages.study_proxy compare_full <default|uniform|regmix|doremi> <seed>  (demo size)
         python -m stages.study_proxy scaling <name> <hidden_size> <num_layers> <max_tokens>
         (normally through `dvc repro studies/dvc.yaml`)
 """

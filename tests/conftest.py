@@ -23,8 +23,9 @@ def stage_env() -> dict:
     return env
 
 
-def run_stage(workdir: Path, stage: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=stage_env(),
+def run_stage(workdir: Path, stage: str, check: bool = True, timeout: int = 600,
+              args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=workdir, env=stage_env(),
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

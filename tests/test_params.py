@@ -8,11 +8,12 @@ import copy
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, run_stage
 from lmbuild.params import ParamsError, load_params, validate_section
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
-STAGE_SECTIONS = [s for s in PARAMS if s != "common"]
+# the sections of the main pipeline; `studies` is read by studies/dvc.yaml (its own test below)
+STAGE_SECTIONS = [s for s in PARAMS if s not in ("common", "studies")]
 PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
@@ -122,3 +123,18 @@ def test_unknown_key_lists_the_known_ones_at_any_depth():
     line = exc.value.problems[0]
     assert line.startswith("params.yaml: filter.domains.code.c4.min_sentense: unknown key")
     assert "known keys:" in line and "min_sentences" in line
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda st: st["mixture"].update(seed=-1), "studies.mixture.seed: must be >= 0"),
+    (lambda st: st["mixture"].update(regression="lasso"), "studies.mixture.regression: must be one of"),
+    (lambda st: st.update(no_such_key=1), "studies.no_such_key: unknown key"),
+    (lambda st: st["proxy"].update(max_tokns=5), "params.yaml: studies.proxy.max_tokns: unknown key"),
+])
+def test_bad_studies_params_stop_a_proxy_before_any_work(project, mutate, expected):
+    params = copy.deepcopy(PARAMS)
+    mutate(params["studies"])
+    project.write_params(params)
+    proc = run_stage(project.root, "study_proxy", check=False, args=("mixture", "0"))
+    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (project.root / "studies").exists()

@@ -167,6 +167,10 @@ def test_study_stages_end_to_end(tmp_path, inputs, monkeypatch):
         for seed in seeds:
             stage(monkeypatch, "study_proxy", "compare", name, str(seed))
     stage(monkeypatch, "study_fit", "compare")
+    # compare_full trains with pretrain's own recipe, not studies.proxy
+    stage(monkeypatch, "study_proxy", "compare_full", "default", "1")
+    full = json.loads((tmp_path / "studies/compare_full/proxies/default-1/metrics.json").read_text())
+    assert full["tokens_seen"] == PARAMS["pretrain"]["max_tokens"] != STUDIES["proxy"]["max_tokens"]
     m = json.loads((tmp_path / "metrics/study_compare.json").read_text())
     assert {"mean.default.mean", "mean.regmix.diff", "mean.regmix.diff_stderr", "code.doremi.diff"} <= set(m)
     assert "| regmix | 2 |" in (tmp_path / "studies/compare/report.md").read_text()

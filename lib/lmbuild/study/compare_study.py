@@ -12,7 +12,7 @@ import math
 from .ablation import rank
 
 
-def compare(params: dict, proxies: dict[str, dict]) -> tuple[dict, str]:
+def compare(params: dict, proxies: dict[str, dict], size: str = "proxy size") -> tuple[dict, str]:
     cfg = params["studies"]["compare"]
     by_mix: dict[str, dict[int, dict]] = {}
     for rec in proxies.values():
@@ -40,7 +40,7 @@ def compare(params: dict, proxies: dict[str, dict]) -> tuple[dict, str]:
     wl = ["| mixture | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|"]
     for m, w in sorted(weights.items()):
         wl.append(f"| {m} | " + " | ".join(f"{w.get(d, 0.0):.3f}" for d in domains) + " |")
-    report = ("# Mixture comparison\n\nEach mixture trained at proxy size with seeds "
+    report = (f"# Mixture comparison ({size})\n\nEach mixture trained at {size} with seeds "
               f"{', '.join(map(str, sorted({s for r in by_mix.values() for s in r})))}; differences are paired by "
               "seed; beyond noise = |diff| > 2 stderr (read p too: with 3 seeds the test has 2 degrees of "
               "freedom).\n\nWeights trained:\n\n" + "\n".join(wl) + "\n\n" + "\n\n".join(sections) + "\n")

@@ -62,8 +62,11 @@ def proxy_caps(params: dict, tokens_dir: Path, domains) -> dict[str, float]:
 def proxy_section(params: dict) -> dict:
     """The pretrain section a proxy trains with: pretrain's, with studies.proxy over it (checked
     against the pretrain schema, so a typo in studies.proxy is a one-line error)."""
-    return validate_section("pretrain", deep_merge(params["pretrain"], params["studies"]["proxy"]),
-                            source="params.yaml (studies.proxy over pretrain)")
+    try:
+        return validate_section("pretrain", deep_merge(params["pretrain"], params["studies"]["proxy"]))
+    except ParamsError as exc:  # name the keys as the user wrote them: studies.proxy is pretrain's overlay
+        raise ParamsError([line.replace("params.yaml: pretrain.", "params.yaml: studies.proxy.", 1)
+                           for line in exc.problems]) from None
 
 
 def candidate(params: dict, tokens_dir: Path, i: int) -> dict[str, float]:
@@ -169,8 +172,10 @@ def proxy_job(params: dict, tokens_dir: Path, study: str, args: list[str]) -> tu
         if args[0] == "reference":  # DoReMi's reference model: the default mixture at proxy size
             return params, {"kind": "fixed", "weights": prior(params)}, root / "reference", seed, {}
         return params, {"kind": "doremi", "reference_model": str(root / "reference" / "model")}, root / "proxy", seed, {}
-    if study == "compare" and len(args) == 2 and args[1].isdigit():
+    if study in ("compare", "compare_full") and len(args) == 2 and args[1].isdigit():
         name, seed = args[0], int(args[1])
+        if study == "compare_full":  # the demo's own pretrain recipe, not the proxy's
+            params = {**params, "studies": {**params["studies"], "proxy": {}}}
         p = prior(params)
         weights = {"default": lambda: p, "uniform": lambda: uniform_within_caps(params, tokens_dir),
                    "regmix": lambda: _weights_file(STUDIES / "mixture" / "weights.json"),
