@@ -87,7 +87,9 @@ def test_demo_run_has_real_work_in_it(reference_run):
     assert means["wiki_en"] > 0.5 > means["python_stdlib"]
     mix = json.loads(files["metrics/mix.json"])
     for split in ("pretrain", "anneal"):
-        assert mix[f"{split}.tokens_est"] == pytest.approx(mix[f"{split}.token_budget"], rel=0.1)
+        # whole documents: each domain's last one may cross its request (anneal's code share is
+        # 40k tokens filled by 6 documents of ~8k), so a split lands within ~15% of its budget
+        assert mix[f"{split}.tokens_est"] == pytest.approx(mix[f"{split}.token_budget"], rel=0.15)
         for key, requested in mix.items():
             if key.startswith(f"{split}.domains.") and key.endswith(".requested_share"):
                 assert mix[key.replace("requested", "achieved")] == pytest.approx(requested, abs=0.03), key
@@ -285,14 +287,14 @@ def test_dvc_reruns_only_what_changed(tmp_path):
     # models, data and metrics come back and nothing needs recomputing
     remote, clone = tmp_path.parent / f"{tmp_path.name}-remote", tmp_path.parent / f"{tmp_path.name}-clone"
     assert dvc(tmp_path, "remote", "add", "-d", "local", str(remote)).returncode == 0
-    pushed = dvc(tmp_path, "push")
+    pushed = dvc(tmp_path, "push", "dvc.yaml")  # the main pipeline (studies/dvc.lock names outputs not run here)
     assert pushed.returncode == 0, pushed.stderr
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
     subprocess.run([*git, "commit", "-qm", "demo run"], cwd=tmp_path, check=True)
     subprocess.run(["git", "clone", "-q", str(tmp_path), str(clone)], check=True)
     shutil.copy2(REPO / "assets" / "lid.176.ftz", clone / "assets" / "lid.176.ftz")  # what `make setup` does
-    pulled = dvc(clone, "pull")
+    pulled = dvc(clone, "pull", "dvc.yaml")
     assert pulled.returncode == 0, pulled.stderr
     status = dvc(clone, "status", "dvc.yaml", "--json")  # the studies (studies/dvc.yaml) were not run
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
