@@ -35,7 +35,7 @@ def main() -> None:
             summary = f"chosen {result['weights']} (predicted bpb {result['predicted_bpb']:.4f})"
         elif study in ("compare", "compare_full"):
             metrics, report = compare(params, proxies, "proxy size" if study == "compare" else
-                                      "the demo's pretrain size (pretrain's own recipe)")
+                                      "the demo's pretrain size")
             summary = ", ".join(f"{m} {v['mean']:.4f} +- {v['stderr']:.4f}" for m, v in metrics["mean"].items())
         elif study == "scaling":
             metrics, report = fit_grid(params, proxies)
