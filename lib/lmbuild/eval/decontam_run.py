@@ -72,7 +72,13 @@ def clean_shard(task: dict) -> dict:
         new_texts = [d.text for d in decisions if d.text is not None]
         out = batch.filter(pa.array(keep)).set_column(
             batch.schema.get_field_index("text"), "text", pa.array(new_texts, pa.string()))
-        after.append(scan(index, new_texts).items)  # measured again on what training will read
+        # the overlap left in what training will read: unmatched documents never matched and
+        # dropped ones are gone, so only the documents cut in place are scanned again
+        if task["mode"] == "off":
+            after.append(result.items)
+        else:
+            cut = [d.text for d in decisions if d.text is not None and d.spans]
+            after.append(scan(index, cut).items if cut else np.empty(0, np.int64))
         if kept is None:
             kept = ShardWriter(task["out"], Path(task["shard"]).stem, out.schema, numbered=False)
         kept.write(out)
