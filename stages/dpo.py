@@ -2,7 +2,8 @@
 cpo, orpo, rdpo, simpo, kto, rrhf), on the pairs and cached reference log-probs of dpo_pairs.
 
 Reads:  models/sft/, data/dpo/pairs.jsonl
-Writes: models/dpo/ (HF model + tokenizer), checkpoints/dpo/ (persist; resumes), dvclive/dpo/
+Writes: models/dpo/ (HF model + tokenizer), data/dpo_rounds/ (the pairs of rounds 2.. of iterative
+        DPO, dpo.rounds > 1, and rounds.json), checkpoints/dpo/ (persist; resumes), dvclive/dpo/
         (loss, reward accuracy and margin on train and held-out pairs, task accuracy),
         metrics/dpo.json
 Params: common (seed), tasks (held-out task accuracy), dpo (loss, beta, loss_params, epochs,
@@ -24,7 +25,8 @@ def main() -> None:
     params = load_params_or_exit("dpo", shared=("tasks",))
     run_training_stage("dpo", lambda: run(
         params, init_model=Path("models/sft"), pairs_dir=Path("data/dpo"), out_model=Path("models/dpo"),
-        ckpt_dir=Path("checkpoints/dpo"), live_dir=Path("dvclive/dpo")), METRICS, lambda m: (
+        ckpt_dir=Path("checkpoints/dpo"), live_dir=Path("dvclive/dpo"),
+        rounds_dir=Path("data/dpo_rounds")), METRICS, lambda m: (
         f"dpo ({params['dpo']['loss']}): {m['pairs_train']:,} pairs, held-out reward accuracy "
         f"{m.get('val', {}).get('reward_accuracy', float('nan')):.3f}, task accuracy "
         f"{m['start']['task_accuracy']:.3f} -> {m['task_accuracy']:.3f} -> models/dpo"))

@@ -152,9 +152,39 @@ def test_every_loss_trains_on_the_cached_pairs(chain, tmp_path, monkeypatch):
                   "dpo": validate("dpo", params["dpo"])}
         met = run_dpo(params, init_model=root / "models/sft", pairs_dir=root / "data/dpo",
                       out_model=tmp_path / loss / "model", ckpt_dir=tmp_path / loss / "ckpt",
-                      live_dir=tmp_path / loss / "live")
+                      live_dir=tmp_path / loss / "live", rounds_dir=tmp_path / loss / "rounds")
         assert met["steps"] >= 1 and met["train_loss"] == met["train_loss"], loss  # finite
         assert 0 <= met["val"]["reward_accuracy"] <= 1, loss
+
+
+def test_iterative_dpo_samples_each_round_from_the_latest_model(chain, tmp_path, monkeypatch):
+    """dpo.rounds 2: round 2's pairs are new on-policy pairs whose cached reference log-probs are
+    round 1's model's (the latest), kept as an output; metrics report every round."""
+    from lmbuild.lm.logprobs import completion_logps, sequence_logps
+    from lmbuild.lm.model import load_model
+    from lmbuild.params import validate_section as validate
+    from lmbuild.posttrain.dpo import run as run_dpo
+    from lmbuild.posttrain.pairs import pair_tensors
+    monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
+    root = chain.root
+    params = json.loads(json.dumps(PARAMS))
+    params["dpo"].update(rounds=2, eval={"every_steps": 100, "batch_size": 8})
+    params = {"common": params["common"], "tasks": validate("tasks", params["tasks"]),
+              "dpo": validate("dpo", params["dpo"])}
+    met = run_dpo(params, init_model=root / "models/sft", pairs_dir=root / "data/dpo", out_model=tmp_path / "model",
+                  ckpt_dir=tmp_path / "ckpt", live_dir=tmp_path / "live", rounds_dir=tmp_path / "rounds")
+    assert sorted(met["rounds"]) == ["1", "2"] and met["rounds"]["2"]["pairs_train"] >= 1
+    rows = [json.loads(x) for x in (tmp_path / "rounds/round_2/pairs.jsonl").read_text().splitlines()]
+    first = [json.loads(x) for x in (root / "data/dpo/pairs.jsonl").read_text().splitlines()]
+    assert [r["chosen"] for r in rows] != [r["chosen"] for r in first]
+    round1 = load_model(tmp_path / "ckpt/round_1/model").eval()
+    t = pair_tensors(rows[:4], 0, kl=False)
+    with torch.no_grad():
+        sums, _ = sequence_logps(completion_logps(round1, t["input_ids"], t["attention_mask"], t["completion_mask"]),
+                                 t["completion_mask"])
+    assert torch.allclose(sums[:len(rows[:4])], torch.tensor([r["ref_chosen"] for r in rows[:4]]), atol=1e-3)
+    assert json.loads((tmp_path / "rounds/rounds.json").read_text())["rounds"] == 2
+    assert not (tmp_path / "rounds.partial").exists()
 
 
 def test_bad_loss_settings_are_one_line(chain, tmp_path):

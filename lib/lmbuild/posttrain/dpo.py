@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -34,8 +36,11 @@ from .preference_losses import DEFAULTS, NEEDS_KL_SAMPLES, LossOut, PairLogps, p
 PAIR_FILE = "pairs.jsonl"
 
 
-def build_pairs(params: dict, *, ref_model: Path, out_dir: Path, root: Path = Path(".")) -> dict:
-    pp, tp, seed = params["dpo"]["pairs"], params["tasks"], training_seed(params, "dpo.pairs")
+def build_pairs(params: dict, *, ref_model: Path, out_dir: Path, root: Path = Path("."), seed: int | None = None) -> dict:
+    """seed: the sampling seed (default dpo.pairs.seed, else common.seed; later rounds of
+    iterative DPO pass their own)."""
+    pp, tp = params["dpo"]["pairs"], params["tasks"]
+    seed = training_seed(params, "dpo.pairs") if seed is None else seed
     tok = AutoTokenizer.from_pretrained(ref_model)
     eos_ids, pad_id = chat_ids(tok)
     model = load_model(ref_model, "sdpa")
@@ -119,7 +124,55 @@ def _to_batch(rows: list[dict], pad_id: int, kl: bool) -> dict[str, torch.Tensor
     return t
 
 
-def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
+def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckpt_dir: Path, live_dir: Path,
+        rounds_dir: Path) -> dict:
+    """dpo.rounds rounds of DPO. Round 1 trains on dpo_pairs' pairs (sampled from and referenced
+    to the starting model). Round k > 1 samples new on-policy pairs from round k-1's model, scores
+    them with the same scorer, caches that model's log-probs as the reference, and trains it
+    further: iterative DPO, each round from the latest model (Llama 3's post-training rounds,
+    Dubey et al. 2024, arXiv:2407.21783, sec. 4.1; the reference M_t for M_{t+1} as in
+    Self-Rewarding LMs, Yuan et al. 2024, arXiv:2401.10020, sec. 2.3). Round k's pairs are kept in
+    rounds_dir/round_k/; its model and checkpoints in ckpt_dir/round_k/; dvclive per round in
+    live_dir/round_k/ (one round: everything where it always was)."""
+    R = params["dpo"]["rounds"]
+    if R > 1 and params["dpo"]["pairs"]["source"] != "on_policy":
+        raise ParamsError([f"params.yaml: dpo.rounds: {R} rounds need dpo.pairs.source: on_policy (later rounds "
+                           f"sample from the latest model), got {params['dpo']['pairs']['source']}"])
+    staging = rounds_dir.with_name(rounds_dir.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    latest, per_round, first_start, first_items = init_model, {}, None, None
+    pair_seed = training_seed(params, "dpo.pairs")
+    for k in range(1, R + 1):
+        pdir = pairs_dir
+        if k > 1:
+            print(f"dpo: round {k}/{R}: sampling pairs from {latest}", file=sys.stderr)
+            pdir = staging / f"round_{k}"
+            pair_stats = build_pairs(params, ref_model=latest, out_dir=pdir, seed=pair_seed * 1009 + k)
+        last = k == R
+        m, start_items, end_items = _train_round(
+            params, init_model=latest, pairs_dir=pdir, out_model=out_model if last else ckpt_dir / f"round_{k}" / "model",
+            ckpt_dir=ckpt_dir if R == 1 else ckpt_dir / f"round_{k}", live_dir=live_dir if R == 1 else live_dir / f"round_{k}")
+        if k == 1:
+            first_start, first_items = m["start"], start_items
+        per_round[str(k)] = {"task_accuracy": m["task_accuracy"], "pairs_train": m["pairs_train"],
+                             "reward_accuracy": m["val"].get("reward_accuracy", math.nan),
+                             **({"pairs_tied_prompts": pair_stats.get("tied_prompts", 0)} if k > 1 else {})}
+        latest = ckpt_dir / f"round_{k}" / "model"
+    with atomic_dir(rounds_dir) as tmp:
+        for k in range(2, R + 1):
+            (tmp / f"round_{k}").mkdir()
+            for name in (PAIR_FILE, "rejected.jsonl"):
+                (staging / f"round_{k}" / name).rename(tmp / f"round_{k}" / name)
+        (tmp / "rounds.json").write_text(json.dumps({"rounds": R, "per_round": per_round}, indent=1, sort_keys=True) + "\n")
+    shutil.rmtree(staging, ignore_errors=True)
+    if R > 1:  # the whole run: from the starting model to the last round's
+        m.update({"start": first_start, **paired_gains(first_items, end_items, GREEDY_FIELDS), "rounds": per_round})
+    return m
+
+
+def _train_round(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckpt_dir: Path,
+                 live_dir: Path) -> tuple[dict, list[dict], list[dict]]:
+    """One DPO run; returns (metrics, per-item results at its start, at its end)."""
     p, tp, seed = params["dpo"], params["tasks"], training_seed(params, "dpo")
     kind, hp = p["loss"], loss_settings(p)
     kl = kind in NEEDS_KL_SAMPLES
@@ -195,4 +248,4 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
             "train": m.pop("train"), "val": {k: v for k, v in ev.items() if not k.startswith("task_")},
             **{k: v for k, v in ev.items() if k.startswith("task_")}, "start": start,
             **paired_gains(start_items, end_items, GREEDY_FIELDS),
-            "pairs_train": len(train), "pairs_val": len(val), **m}
+            "pairs_train": len(train), "pairs_val": len(val), **m}, start_items, end_items
