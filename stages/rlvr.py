@@ -14,6 +14,7 @@ Run:    dvc repro rlvr   (or python -m stages.rlvr)
 from pathlib import Path
 
 from lmbuild.params import load_params_or_exit
+from lmbuild.posttrain import ppo_job
 from lmbuild.posttrain.rlvr import run
 from lmbuild.train.entry import run_training_stage
 
@@ -22,9 +23,14 @@ METRICS = Path("metrics/rlvr.json")
 
 def main() -> None:
     params = load_params_or_exit("rlvr", shared=("tasks",))
-    run_training_stage("rlvr", lambda: run(
-        params, init_model=Path("models/dpo"), out_model=Path("models/rlvr"), ckpt_dir=Path("checkpoints/rlvr"),
-        live_dir=Path("dvclive/rlvr")), METRICS, lambda m: (
+    init, outs = Path("models/dpo"), dict(out_model=Path("models/rlvr"), ckpt_dir=Path("checkpoints/rlvr"),
+                                           live_dir=Path("dvclive/rlvr"))
+    if params["rlvr"]["algorithm"] == "ppo":
+        work = lambda: ppo_job.run(params, init_model=init, scorer=ppo_job.verifier_scorer(params["tasks"]),
+                                   value_init=init, **outs)
+    else:
+        work = lambda: run(params, init_model=init, **outs)
+    run_training_stage("rlvr", work, METRICS, lambda m: (
         f"rlvr: held-out task accuracy {m['start']['task_accuracy']:.3f} -> {m['task_accuracy']:.3f}, "
         f"mean reward (last window) {m['train'].get('reward', float('nan')):.3f} -> models/rlvr"))
 

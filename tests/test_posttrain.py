@@ -187,6 +187,31 @@ def test_iterative_dpo_samples_each_round_from_the_latest_model(chain, tmp_path,
     assert not (tmp_path / "rounds.partial").exists()
 
 
+def test_ppo_trains_policy_and_value_and_exports_the_policy(chain, tmp_path, monkeypatch):
+    """rlvr.algorithm ppo on the tiny chain: policy and value losses and the KL penalty are
+    logged, and models/rlvr is a plain causal LM without the value head."""
+    from transformers import AutoModelForCausalLM
+    from safetensors import safe_open
+    from lmbuild.params import validate_section as validate
+    from lmbuild.posttrain import ppo_job
+    monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
+    root = chain.root
+    params = json.loads(json.dumps(PARAMS))
+    params["rlvr"].update(algorithm="ppo", steps=4, updates_per_batch=2, checkpoint={"every_steps": 8}, log_every=1,
+                          eval={"every_steps": 8, "batch_size": 32, "samples": 1}, optim={"lr": 0.003})
+    params = {"common": params["common"], "tasks": validate("tasks", params["tasks"]),
+              "rlvr": validate("rlvr", params["rlvr"])}
+    met = ppo_job.run(params, init_model=root / "models/dpo", out_model=tmp_path / "model", ckpt_dir=tmp_path / "ckpt",
+                      live_dir=tmp_path / "live", scorer=ppo_job.verifier_scorer(params["tasks"]),
+                      value_init=root / "models/dpo")
+    assert met["steps"] == 8 and math.isfinite(met["final_loss"])
+    for key in ("policy_loss", "value_loss", "explained_variance", "clip_fraction", "kl_penalty"):
+        assert key in met["train"], key
+    AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    with safe_open(str(tmp_path / "model/model.safetensors"), "pt") as f:
+        assert not any(k.startswith(("value.", "policy.")) or "score" in k for k in f.keys())
+
+
 def test_bad_loss_settings_are_one_line(chain, tmp_path):
     shutil.copytree(chain.root, tmp_path / "p", symlinks=True)
     params = json.loads(json.dumps(PARAMS))

@@ -83,7 +83,7 @@ def test_value_loss_clips_towards_the_old_values():
     loss, st = value_loss(v, old, ret, MASK[:1], clip=0.2)
     # token 1: unclipped (1-2)^2 = 1, clipped (0.7-2)^2 = 1.69 -> 1.69; token 2: 0.6 within the band
     # -> 0.36; token 3: 0.01
-    assert float(loss) == pytest.approx(0.5 * (1.69 + 0.36 + 0.01) / 3, abs=1e-6)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.36 + 0.01) / 3, abs=1e-6)
     loss.backward()
     assert v.grad[0, 1] == 0       # the clipped term wins: its value does not depend on v
     assert v.grad[0, 2] > 0 and v.grad[0, 3] > 0   # above the return: pushed down
@@ -94,3 +94,36 @@ def test_explained_variance():
     ret = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
     assert explained_variance(ret, ret, MASK[:1]) == pytest.approx(1.0)
     assert explained_variance(torch.zeros(1, 4) + 2.0, ret, MASK[:1]) == pytest.approx(0.0)
+
+
+def test_token_values_read_the_state_before_each_token(tmp_path):
+    """V(s_t) for completion token t is the value head's output after tokens < t; a rollout batch
+    carries advantages and returns on completion tokens only."""
+    from lmbuild.lm.model import load_model
+    from lmbuild.posttrain.ppo_job import PolicyAndValue, load_value_model, rollout_batch, token_values
+    from lmbuild.train.export import export_model
+    from lmbuild.train.model import build_model
+    from lmbuild.params import validate_section
+    from train_data import make_tokenizer, synthetic_docs
+    tok = make_tokenizer([t for _, t in synthetic_docs(50)], tmp_path / "tok", 300)
+    m = {**validate_section("pretrain", {})["model"], "hidden_size": 16, "num_layers": 1, "num_heads": 2,
+         "intermediate_size": 32, "max_length": 64}
+    pad = tok.convert_tokens_to_ids("<|pad|>")
+    export_model(build_model(m, len(tok), 0, pad, 0), tmp_path / "tok", tmp_path / "lm", [0], pad)
+    policy = load_model(tmp_path / "lm")
+    value = load_value_model(tmp_path / "lm", len(tok), "sdpa")
+    seqs = [([5, 6, 7], [8, 9]), ([5, 6], [10, 11, 12])]
+    from lmbuild.lm.padding import right_pad
+    b = right_pad(seqs, pad)
+    v = token_values(value, b["input_ids"], b["attention_mask"], b["completion_mask"])
+    with torch.no_grad():
+        raw = value(input_ids=torch.tensor([[5, 6, 7, 8, 9]])).logits[0, :, 0]
+    assert torch.allclose(v[0, 3:5], raw[2:4], atol=1e-5)   # tokens 8, 9 are chosen after 7 and after 8
+    assert (v[0, :3] == 0).all()
+    batch = rollout_batch(PolicyAndValue(policy, value), policy, seqs, [1.0, 0.0], pad_id=pad, temperature=1.0,
+                          kl_coef=0.1, gamma=1.0, lam=1.0, device=torch.device("cpu"))
+    outside = batch["completion_mask"] == 0
+    assert (batch["advantages"][outside] == 0).all() and (batch["returns"][outside] == 0).all()
+    # the reference is the policy itself: no KL penalty, so lambda 1 returns are the score on every token
+    assert torch.allclose(batch["returns"][0, 3:5], torch.tensor([1.0, 1.0]), atol=1e-5)
+    assert torch.allclose(batch["returns"][1, 2:5], torch.zeros(3), atol=1e-5)

@@ -22,11 +22,20 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from ..lm.padding import right_pad
+from ..lm.chat import chat_ids, encode_prompt
+from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
+                             task_sampled)
 from ..lm.logprobs import completion_logps
-from ..params import ParamsError
+from ..lm.model import choose_attention, load_model
+from ..lm.padding import right_pad
+from ..lm.precision import precision_context
+from ..lm.task_setup import heldout, task_reward, training_examples
+from ..params import ParamsError, training_seed
+from ..train.data import EpochOrder, rank_samples
+from ..train.trainer import Job
+from ..train.trainer import run as run_job
 from .ppo import explained_variance, gae, kl_rewards, ppo_policy_loss, value_loss, whiten
 
 
@@ -138,3 +147,104 @@ def make_loss(p: dict) -> Callable:
         return pl + pp["vf_coef"] * vl, stats
 
     return loss_fn
+
+
+def verifier_scorer(tp: dict) -> Callable[[list, list[str]], list[float]]:
+    """The task verifiers' reward (correctness + format) of each completion."""
+    return lambda examples, texts: [task_reward(tp, ex, t) for ex, t in zip(examples, texts)]
+
+
+def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path,
+        scorer: Callable[[list, list[str]], list[float]], value_init: Path) -> dict:
+    """PPO from init_model. scorer(examples, completion texts) -> the score of each completion
+    (the reward model's and/or the verifiers'); value_init: the directory the value model
+    starts from (the reward model's, or init_model)."""
+    p, tp, seed = params["rlvr"], params["tasks"], training_seed(params, "rlvr")
+    pp = p["ppo"]
+    eval_seed = params["common"]["seed"]
+    G, mu = p["group_size"], p["updates_per_batch"]
+    if p["checkpoint"]["every_steps"] % mu:
+        raise ParamsError([f"params.yaml: rlvr.checkpoint.every_steps ({p['checkpoint']['every_steps']}) must be a "
+                           f"multiple of rlvr.updates_per_batch ({mu}), so a resumed run restarts at a sampling round"])
+    tok = AutoTokenizer.from_pretrained(init_model)
+    eos_ids, pad_id = chat_ids(tok)
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    attn = choose_attention(p["attn_implementation"], device)
+    policy = load_model(init_model, attn)
+    model = PolicyAndValue(policy, load_value_model(value_init, policy.get_input_embeddings().weight.shape[0], attn))
+    ref = load_model(init_model, attn).to(device).eval()
+    pool = training_examples(tp, p["prompts_per_family"], seed)
+    pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
+    order = EpochOrder(len(pool), seed)
+    tests = heldout(tp, eval_seed)
+    test_prompts = task_prompts(tok, tests)
+    start_items: dict[str, list] = {"greedy": [], "sampled": []}
+    end_items: dict[str, list] = {"greedy": [], "sampled": []}
+
+    def accuracy(m, items=end_items):
+        common = dict(max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"], eos_ids=eos_ids,
+                      pad_id=pad_id, prompts=test_prompts)
+        return {**task_accuracy(m, tok, tests, items=items["greedy"], **common),
+                **task_sampled(m, tok, tests, n=p["eval"]["samples"], temperature=p["temperature"], top_p=p["top_p"],
+                               seed=eval_seed, format_weight=tp["format_weight"], items=items["sampled"], **common)}
+
+    with precision_context(p["precision"], device):
+        start = accuracy(policy, start_items)
+    rounds: dict[tuple[int, int], list[dict]] = {}
+
+    @torch.no_grad()
+    def sample_round(rnd: int, rank: int, world: int, micro: int) -> list[dict]:
+        per_rank = p["batch_size"] // world
+        ids = rank_samples(rnd, p["batch_size"], rank, world, per_rank)[0]
+        exs = [pool[order.index(i)] for i in ids]
+        prompts = [pool_prompts[order.index(i)] for i in ids]
+        outs = sample(policy, prompts, n=G, max_new_tokens=tp["max_new_tokens"], temperature=p["temperature"],
+                      top_p=p["top_p"], seed=(seed * 1009 + rnd) * 131 + rank, batch_size=p["generation_batch_size"],
+                      eos_ids=eos_ids, pad_id=pad_id)
+        micro_batches = []
+        for s in range(0, per_rank, micro):
+            seqs, texts, ex_rep = [], [], []
+            for ex, pr, comps in zip(exs[s:s + micro], prompts[s:s + micro], outs[s:s + micro]):
+                for c in comps:
+                    seqs.append((pr, c if c else [eos_ids[0]]))
+                    texts.append(tok.decode(c, skip_special_tokens=True))
+                    ex_rep.append(ex)
+            scores = scorer(ex_rep, texts)
+            batch = rollout_batch(model, ref, seqs, scores, pad_id=pad_id, temperature=p["temperature"],
+                                  kl_coef=p["kl_coef"], gamma=pp["gamma"], lam=pp["lam"], device=device)
+            m = batch["completion_mask"].float()
+            batch["stat_reward"] = torch.tensor(scores).mean()
+            batch["stat_kl_penalty"] = (-(batch["rewards"] * m).sum() + torch.tensor(scores).sum()) / len(scores)
+            batch["stat_response_length"] = m.sum(dim=1).mean()
+            micro_batches.append(batch)
+        if pp["whiten_advantages"]:
+            whiten_round(micro_batches)
+        for b in micro_batches:
+            b.pop("rewards")
+        return micro_batches
+
+    def batches(step, rank, world, micro):
+        rnd = step // mu
+        if (rnd, rank) not in rounds:
+            rounds.clear()
+            model.train(False)
+            rounds[(rnd, rank)] = sample_round(rnd, rank, world, micro)
+            model.train(True)
+        return rounds[(rnd, rank)]
+
+    job = Job(stage="rlvr", params=p, seed=seed, model=model, batches=batches, total_steps=p["steps"] * mu,
+              samples_per_epoch=len(pool) * mu, seq_len=max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
+              evaluate=lambda m, dev, ac, shard: accuracy(m.policy),
+              fingerprint_inputs={"init_model": init_model / "model.safetensors",
+                                  "value_init": value_init / "model.safetensors"},
+              tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
+              eos_ids=eos_ids, pad_id=pad_id, loss_fn=make_loss(p), code_dirs=[Path(__file__).parent],
+              export=lambda m: m.policy,
+              log_params={"algorithm": "ppo", "group_size": G, "updates_per_batch": mu, "prompts_in_pool": len(pool),
+                          **{f"ppo_{k}": v for k, v in pp.items()}})
+    m = run_job(job)
+    ev = m.pop("eval")
+    m.pop("train_loss_ema", None)
+    return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
+            **paired_gains(start_items["greedy"], end_items["greedy"], GREEDY_FIELDS),
+            **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS), **m}

@@ -91,6 +91,8 @@ class Job:
     # after_eval(values) (called after every validation) and log_values() (logged at log steps);
     # pretrain's training-time mixture (mixture_job.MixtureJob) is one
     hooks: Any = None
+    # optional: the module to export, given the trained one (PPO's policy out of policy + value)
+    export: Callable | None = None
 
 
 def _prune_live(live_dir: Path, last_step: int) -> None:
@@ -361,7 +363,7 @@ def run(job: Job) -> dict:
         last_eval = job.evaluate(raw_model, device, accelerator.autocast, shard)
     accelerator.wait_for_everyone()
     if main:
-        export_model(raw_model, job.tokenizer_dir, job.out_model, job.eos_ids, job.pad_id)
+        export_model(job.export(raw_model) if job.export else raw_model, job.tokenizer_dir, job.out_model, job.eos_ids, job.pad_id)
         if live:
             live.end()
     tps = st["tokens"] / max(st["train_time"], 1e-9)
