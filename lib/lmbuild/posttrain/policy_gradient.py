@@ -27,6 +27,8 @@ arXiv:2507.18071 (GSPO); Ahmadian et al. 2024 arXiv:2402.14740 and Kool, van Hoo
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -146,6 +148,37 @@ def overlong_penalty(lengths: Tensor, max_len: int, cache: int) -> Tensor:
     return torch.where(y <= soft, torch.zeros_like(y), torch.where(y <= max_len, inside, torch.full_like(y, -1.0)))
 
 
+def dynamic_sampling(groups: list, rewards_of: Callable[[object], Tensor], refill: Callable[[int], list],
+                     target: int, max_refills: int) -> tuple[list, dict[str, float]]:
+    """DAPO's dynamic sampling (Yu et al. 2025, arXiv:2503.14476, eq. 11, "0 < |correct| < G"; here:
+    the group's rewards are not all equal, which is what makes a group advantage non-zero).
+
+    groups: one round's sampled groups; rewards_of(group) -> its [G] rewards; refill(k) -> the
+    groups of the k-th extra draw (k = 0, 1, ...). Informative groups are kept in order and extra
+    draws are made while fewer than `target` are kept and fewer than `max_refills` draws were made.
+    A round still short is topped up with the first draw's constant groups (advantage 0, so no
+    gradient), which keeps every round the same size; there are always enough of them, since the
+    kept list only grows. Returns (target groups, {groups_skipped, refills, groups_short}).
+    """
+    def split(gs: list) -> tuple[list, list]:
+        keep, drop = [], []
+        for g in gs:
+            r = rewards_of(g)
+            (drop if bool(constant_groups(r, r.numel())[0]) else keep).append(g)
+        return keep, drop
+
+    kept, dropped = split(groups)
+    skipped, refills = len(dropped), 0
+    while len(kept) < target and refills < max_refills:
+        more_kept, more_dropped = split(refill(refills))
+        refills += 1
+        kept += more_kept
+        skipped += len(more_dropped)
+    short = max(0, target - len(kept))
+    return kept[:target] + dropped[:short], {"groups_skipped": float(skipped), "refills": float(refills),
+                                             "groups_short": float(short)}
+
+
 # ----------------------------------------------------------------------------- the loss
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -221,7 +254,10 @@ def pg_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, cl
         s = torch.exp(log_s).detach()
         # value s_i on every token, gradient s_i * d logp_t: GSPO-token with the sequence advantage
         ratio = s[:, None] * torch.exp(lp - lp.detach())
-        clipped = s.clamp(1.0 - clip_low, 1.0 + high)[:, None].expand_as(lp)  # a constant: no gradient
+        # clip(s_i): the ratio itself inside the band (so min() of two equal terms keeps the whole
+        # gradient: torch.minimum splits a tie's gradient between its inputs), a constant bound outside
+        in_band = ((s >= 1.0 - clip_low) & (s <= 1.0 + high))[:, None]
+        clipped = torch.where(in_band, ratio, s.clamp(1.0 - clip_low, 1.0 + high)[:, None].expand_as(lp))
         watched = s[:, None].expand_as(lp)
     # PPO's pessimistic bound: min(ratio A, clip(ratio) A). For A > 0 the gradient stops once
     # ratio > 1 + clip_high (no further push up); for A < 0 once ratio < 1 - clip_low. Negated.

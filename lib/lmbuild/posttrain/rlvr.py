@@ -35,7 +35,7 @@ from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
-from .policy_gradient import (algorithm_settings, constant_groups, overlong_penalty, pg_loss, round_advantages,
+from .policy_gradient import (algorithm_settings, dynamic_sampling, overlong_penalty, pg_loss, round_advantages,
                               settings_metrics)
 
 
@@ -92,26 +92,6 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
                            "shaped": shaped, "lengths": lengths})
         return groups
 
-    def dynamic_sampling(groups: list[dict], rnd: int, rank: int, world: int, per_rank: int) -> tuple[list, dict]:
-        """DAPO's dynamic sampling (Yu et al. 2025, arXiv:2503.14476, eq. 11): keep the groups whose
-        rewards differ, refill from fresh prompts up to max_refills times, top up with dropped ones."""
-        def informative(gs):
-            flags = constant_groups(torch.cat([g["shaped"] for g in gs]), G).tolist() if gs else []
-            return [g for g, c in zip(gs, flags) if not c], [g for g, c in zip(gs, flags) if c]
-        kept, dropped = informative(groups)
-        skipped, refills = len(dropped), 0
-        while len(kept) < per_rank and refills < algo["max_refills"]:
-            ids = rank_samples(rnd * algo["max_refills"] + refills, p["batch_size"], rank, world, per_rank)[0]
-            refills += 1
-            more_kept, more_dropped = informative(draw(refill_order, ids, ((seed * 1009 + rnd) * 131 + rank) * 101
-                                                       + refills))
-            kept += more_kept
-            skipped += len(more_dropped)
-        short = max(0, per_rank - len(kept))
-        # the first draw's dropped groups always suffice: kept only grows
-        out = kept[:per_rank] + dropped[:short]
-        return out, {"groups_skipped": float(skipped), "refills": float(refills), "groups_short": float(short)}
-
     @torch.no_grad()
     def sample_round(rnd: int, rank: int, world: int, micro: int) -> list[dict]:
         per_rank = p["batch_size"] // world
@@ -119,7 +99,11 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
         groups = draw(order, ids, (seed * 1009 + rnd) * 131 + rank)
         ds_stats = {}
         if algo["dynamic_sampling"]:
-            groups, ds_stats = dynamic_sampling(groups, rnd, rank, world, per_rank)
+            # extra draws: prompts at positions fixed by (round, draw) in their own order, their own seeds
+            def refill(k: int) -> list[dict]:
+                more = rank_samples(rnd * algo["max_refills"] + k, p["batch_size"], rank, world, per_rank)[0]
+                return draw(refill_order, more, ((seed * 1009 + rnd) * 131 + rank) * 101 + k + 1)
+            groups, ds_stats = dynamic_sampling(groups, lambda g: g["shaped"], refill, per_rank, algo["max_refills"])
         micro_batches = []
         for start_i in range(0, per_rank, micro):
             chunk = groups[start_i:start_i + micro]
