@@ -146,7 +146,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     def add_advantages(micro_batches: list[dict]) -> None:
         """Advantages per micro-batch for the group estimators (a micro-batch holds whole groups);
         REINFORCE++ normalises over every completion token of the round, so its micro-batches are
-        padded to one width, normalised together and cut back."""
+        padded to one width, normalised together and cut back. With several processes each normalises
+        its own share of the round (Hu 2025 normalise over the global batch; one process: the same)."""
         if algo["advantage"] != "batch_norm":
             for b in micro_batches:
                 b["advantages"] = round_advantages(algo, b["shaped_reward"], G)
