@@ -1,12 +1,12 @@
-"""rlvr: reinforcement learning with verifiable rewards (GRPO-style) on the task families, from the
-dpo model: G sampled completions per prompt, group-normalised advantages, clipped objective,
-optional KL to the starting model.
+"""rlvr: reinforcement learning with verifiable rewards on the task families, from the dpo model:
+G sampled completions per prompt, advantages and a clipped objective by `rlvr.algorithm` (GRPO,
+Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++), optional KL to the starting model.
 
 Reads:  models/dpo/
 Writes: models/rlvr/ (HF model + tokenizer), checkpoints/rlvr/ (persist; resumes at a sampling
         round), dvclive/rlvr/ (mean reward, share of groups with a correct sample, KL, response
         length, held-out accuracy over steps), metrics/rlvr.json (held-out pass@1 at start and end)
-Params: common (seed), tasks (families, difficulty, rewards), rlvr (steps, batch and group sizes,
+Params: common (seed), tasks (families, difficulty, rewards), rlvr (algorithm, steps, batch and group sizes,
         updates per round, clip, kl, sampling, optim, schedule, eval, checkpoint)
 Run:    dvc repro rlvr   (or python -m stages.rlvr)
 """
@@ -27,7 +27,7 @@ def main() -> None:
                                            live_dir=Path("dvclive/rlvr"))
     if params["rlvr"]["algorithm"] == "ppo":
         work = lambda: ppo_job.run(params, init_model=init, scorer=ppo_job.verifier_scorer(params["tasks"]),
-                                   value_init=init, **outs)
+                                   **outs)
     else:
         work = lambda: run(params, init_model=init, **outs)
     run_training_stage("rlvr", work, METRICS, lambda m: (

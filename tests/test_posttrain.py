@@ -1,7 +1,7 @@
 """sft, dpo_pairs, dpo and rlvr as stages on a tiny model in a scratch project: every model opens
 with AutoModelForCausalLM and answers through the chat template; bad rows of a user chat file are
 set aside with file:line; the pair file carries reference log-probs; every loss trains; a killed
-sft resumes to the same loss; bad loss settings are one-line errors."""
+sft resumes to the same loss; bad loss settings are one-line errors; rlvr runs dapo and rloo."""
 
 from __future__ import annotations
 
@@ -202,8 +202,7 @@ def test_ppo_trains_policy_and_value_and_exports_the_policy(chain, tmp_path, mon
     params = {"common": params["common"], "tasks": validate("tasks", params["tasks"]),
               "rlvr": validate("rlvr", params["rlvr"])}
     met = ppo_job.run(params, init_model=root / "models/dpo", out_model=tmp_path / "model", ckpt_dir=tmp_path / "ckpt",
-                      live_dir=tmp_path / "live", scorer=ppo_job.verifier_scorer(params["tasks"]),
-                      value_init=root / "models/dpo")
+                      live_dir=tmp_path / "live", scorer=ppo_job.verifier_scorer(params["tasks"]))
     assert met["steps"] == 8 and math.isfinite(met["final_loss"])
     for key in ("policy_loss", "value_loss", "explained_variance", "clip_fraction", "kl_penalty"):
         assert key in met["train"], key
@@ -289,3 +288,52 @@ def test_killed_rlvr_resumes_to_the_same_metrics(chain, tmp_path):
     kill_resume_and_compare(chain, tmp_path, "rlvr", params, min_step=2, total=8, seed=4,
                             keys=("final_loss", "task_accuracy", "sampled_accuracy", "sampled_reward",
                                   "train.reward", "train.kl"))
+
+
+@pytest.mark.parametrize("algorithm", ["dapo", "rloo"])
+def test_rlvr_algorithms_run_and_report_their_settings(chain, tmp_path, algorithm):
+    """rlvr with another member of the policy-gradient family on the chain's dpo model: the
+    metrics name the resolved algorithm and its settings, and every number is finite. dapo has no
+    KL (the chain's kl_coef is dropped) and logs its dynamic sampling; rloo keeps the KL."""
+    params = json.loads(json.dumps(PARAMS))
+    params["rlvr"]["algorithm"] = algorithm
+    if algorithm == "dapo":
+        del params["rlvr"]["kl_coef"]
+    copy_chain(chain, tmp_path / "p", "rlvr", params)
+    run(tmp_path / "p", "rlvr")
+    met = json.loads((tmp_path / "p/metrics/rlvr.json").read_text())
+    assert met[f"algorithm_settings.algorithm.{algorithm}"] == 1
+    assert all(v is not None and math.isfinite(v) for v in met.values()), met
+    assert met["steps"] == 3
+    if algorithm == "dapo":
+        assert (met["algorithm_settings.clip_low"], met["algorithm_settings.clip_high"]) == (0.2, 0.28)
+        assert met["algorithm_settings.overlong_cache"] == 2 and met["algorithm_settings.kl_coef"] == 0
+        assert 0 <= met["train.refills"] <= 4 and met["train.groups_skipped"] >= 0
+        assert met["train.overlong_penalty"] <= 0
+    else:
+        assert met["algorithm_settings.kl_coef"] == 0.05 and met["train.kl"] >= 0
+
+
+def test_rlvr_refuses_a_setting_the_algorithm_lacks(chain, tmp_path):
+    params = json.loads(json.dumps(PARAMS))
+    params["rlvr"].update(algorithm="grpo", overlong_cache=3)
+    copy_chain(chain, tmp_path / "p", "rlvr", params)
+    p = run(tmp_path / "p", "rlvr", check=False)
+    assert p.returncode == 2 and "params.yaml: rlvr.overlong_cache: the grpo algorithm has no overlong" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "p/models/rlvr").exists()
+
+
+def test_killed_dapo_resumes_to_the_same_metrics(chain, tmp_path):
+    """DAPO's refills draw prompts and seeds fixed by the round, so a run killed after a checkpoint
+    and rerun samples what the uninterrupted run sampled (the grpo resume test's setup)."""
+    params = json.loads(json.dumps(PARAMS))
+    del params["rlvr"]["kl_coef"]
+    params["rlvr"].update(algorithm="dapo", max_refills=2, steps=8, checkpoint={"every_steps": 2},
+                          eval={"every_steps": 8, "batch_size": 32, "samples": 2})
+    kill_resume_and_compare(chain, tmp_path, "rlvr", params, min_step=2, total=8, seed=5,
+                            keys=("final_loss", "task_accuracy", "sampled_reward", "train.reward",
+                                  "train.refills", "train.groups_skipped", "train.overlong_penalty"))
+    # the refill path ran: some round dropped constant groups and drew more prompts
+    rows = [line.split("\t") for line in
+            (tmp_path / "full/dvclive/rlvr/plots/metrics/train/refills.tsv").read_text().splitlines()]
+    assert sum(float(r[rows[0].index("refills")]) for r in rows[1:]) > 0, rows

@@ -127,16 +127,45 @@ def whiten_round(micro_batches: list[dict[str, Tensor]]) -> None:
         start += n
 
 
-def make_loss(p: dict) -> Callable:
+# rlvr.ppo's defaults (null in params): gamma, lambda and the value clip of lm-human-preferences
+# (Ziegler et al. 2019, Ouyang et al. 2022) and TRL; vf_coef 0.1 is TRL's default; kl_coef 0.02 is
+# InstructGPT's beta (Ouyang et al. 2022, appendix C.4)
+PPO_DEFAULTS = {"gamma": 1.0, "lam": 0.95, "vf_coef": 0.1, "value_clip": 0.2, "whiten_advantages": True,
+                "kl_coef": 0.02, "clip_eps": 0.2}
+# the policy-gradient family's knobs PPO does not have
+NOT_PPO = ("clip_eps_high", "scale_advantages", "loss_aggregation", "overlong_cache", "max_refills",
+           "reinforce_baseline")
+
+
+def ppo_settings(p: dict, uses_reward_model: bool) -> dict:
+    """rlvr.ppo over PPO_DEFAULTS, with rlvr.kl_coef and rlvr.clip_eps where set; the value model
+    starts from the reward model when the reward uses one (Ouyang et al. 2022, sec. 3.5), else
+    from the policy. A policy-gradient knob PPO lacks is a one-line ParamsError."""
+    problems = [f"params.yaml: rlvr.{k}: the ppo algorithm has no such setting (it belongs to the policy-gradient "
+                f"family), got {p[k]}" for k in NOT_PPO if p.get(k) is not None]
+    s = {**PPO_DEFAULTS, **{k: v for k, v in p["ppo"].items() if v is not None}}
+    for k in ("kl_coef", "clip_eps"):
+        if p.get(k) is not None:
+            s[k] = p[k]
+    if s.get("value_init") is None:
+        s["value_init"] = "reward_model" if uses_reward_model else "policy"
+    if s["value_init"] == "reward_model" and not uses_reward_model:
+        problems.append("params.yaml: rlvr.ppo.value_init: reward_model needs rlvr.reward.reward_model > 0 and "
+                        "rlvr.reward.reward_model_path, got no reward model in the reward")
+    if problems:
+        raise ParamsError(problems)
+    return s
+
+
+def make_loss(p: dict, pp: dict) -> Callable:
     """The trainer's loss: clipped policy loss + vf_coef x clipped value loss on a rollout batch."""
-    pp = p["ppo"]
 
     def loss_fn(m: PolicyAndValue, batch: dict[str, Tensor]):
         args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
         logp = completion_logps(m.policy, *args, p["temperature"])
         values = token_values(m.value, *args)
         pl, pst = ppo_policy_loss(logp, batch["old_logp"], batch["advantages"], batch["completion_mask"],
-                                  p["clip_eps"])
+                                  pp["clip_eps"])
         vl, vst = value_loss(values, batch["old_values"], batch["returns"], batch["completion_mask"],
                              pp["value_clip"])
         stats = {k[len("stat_"):]: batch[k] for k in batch if k.startswith("stat_")}
@@ -155,12 +184,13 @@ def verifier_scorer(tp: dict) -> Callable[[list, list[str]], list[float]]:
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path,
-        scorer: Callable[[list, list[str]], list[float]], value_init: Path) -> dict:
+        scorer: Callable[[list, list[str]], list[float]], reward_model: Path | None = None) -> dict:
     """PPO from init_model. scorer(examples, completion texts) -> the score of each completion
-    (the reward model's and/or the verifiers'); value_init: the directory the value model
-    starts from (the reward model's, or init_model)."""
+    (the reward model's and/or the verifiers'); reward_model: the reward model's directory when
+    the reward uses one (the value model starts from it unless rlvr.ppo.value_init says policy)."""
     p, tp, seed = params["rlvr"], params["tasks"], training_seed(params, "rlvr")
-    pp = p["ppo"]
+    pp = ppo_settings(p, reward_model is not None)
+    value_init = Path(reward_model) if pp["value_init"] == "reward_model" else init_model
     eval_seed = params["common"]["seed"]
     G, mu = p["group_size"], p["updates_per_batch"]
     if p["checkpoint"]["every_steps"] % mu:
@@ -211,7 +241,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
                     ex_rep.append(ex)
             scores = scorer(ex_rep, texts)
             batch = rollout_batch(model, ref, seqs, scores, pad_id=pad_id, temperature=p["temperature"],
-                                  kl_coef=p["kl_coef"], gamma=pp["gamma"], lam=pp["lam"], device=device)
+                                  kl_coef=pp["kl_coef"], gamma=pp["gamma"], lam=pp["lam"], device=device)
             m = batch["completion_mask"].float()
             batch["stat_reward"] = torch.tensor(scores).mean()
             batch["stat_kl_penalty"] = (-(batch["rewards"] * m).sum() + torch.tensor(scores).sum()) / len(scores)
@@ -238,7 +268,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
               fingerprint_inputs={"init_model": init_model / "model.safetensors",
                                   "value_init": value_init / "model.safetensors"},
               tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
-              eos_ids=eos_ids, pad_id=pad_id, loss_fn=make_loss(p), code_dirs=[Path(__file__).parent],
+              eos_ids=eos_ids, pad_id=pad_id, loss_fn=make_loss(p, pp), code_dirs=[Path(__file__).parent],
               export=lambda m: m.policy,
               log_params={"algorithm": "ppo", "group_size": G, "updates_per_batch": mu, "prompts_in_pool": len(pool),
                           **{f"ppo_{k}": v for k, v in pp.items()}})
@@ -246,5 +276,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     ev = m.pop("eval")
     m.pop("train_loss_ema", None)
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
+            "algorithm_settings": {"algorithm.ppo": 1, **{k: float(v) for k, v in pp.items() if k != "value_init"},
+                                   "value_init_reward_model": int(pp["value_init"] == "reward_model")},
             **paired_gains(start_items["greedy"], end_items["greedy"], GREEDY_FIELDS),
             **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS), **m}

@@ -67,8 +67,7 @@ def run_method(params: dict, name: str, seed: int, *, evaluate_shared) -> dict:
     if stage == "dpo":
         m = dpo.run(job_params, init_model=SFT, pairs_dir=Path("data/dpo"), rounds_dir=scratch / "rounds", **dirs)
     elif section["algorithm"] == "ppo":
-        m = ppo_job.run(job_params, init_model=SFT, scorer=ppo_job.verifier_scorer(params["tasks"]), value_init=SFT,
-                        **dirs)
+        m = ppo_job.run(job_params, init_model=SFT, scorer=ppo_job.verifier_scorer(params["tasks"]), **dirs)
     else:
         m = rlvr.run(job_params, init_model=SFT, **dirs)
     m = {"method": name, "stage": stage, "seed": seed, "train_time_s": m.get("wall_time_s", float("nan")),
