@@ -24,12 +24,13 @@ from ..lm.logprobs import completion_logps
 from ..lm.model import choose_attention, load_model
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
-from ..lm.task_setup import heldout, task_reward, training_examples
+from ..lm.task_setup import heldout, training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
 from .grpo import group_advantages, policy_loss
+from .rewards import RewardMix
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
@@ -64,6 +65,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     with precision_context(p["precision"], device):  # as the trained model is measured
         start = accuracy(model, start_items)
     rounds: dict[tuple[int, int], list[dict]] = {}
+    reward_mix = RewardMix(p["reward"], tp, max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
+                           p["generation_batch_size"])
 
     @torch.no_grad()
     def sample_round(rnd: int, rank: int, world: int, micro: int) -> list[dict]:
@@ -74,18 +77,17 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
         outs = sample(model, prompts, n=G, max_new_tokens=tp["max_new_tokens"], temperature=p["temperature"],
                       top_p=p["top_p"], seed=(seed * 1009 + rnd) * 131 + rank, batch_size=p["generation_batch_size"],
                       eos_ids=eos_ids, pad_id=pad_id)
+        mixed, verified = reward_mix.round(exs, [[tok.decode(c, skip_special_tokens=True) for c in comps]
+                                                 for comps in outs])
         micro_batches = []
         for start_i in range(0, per_rank, micro):
             seq_p, seq_c, rewards, correct, lengths = [], [], [], [], []
-            for ex, pr, comps in zip(exs[start_i:start_i + micro], prompts[start_i:start_i + micro],
-                                     outs[start_i:start_i + micro]):
-                for c in comps:
-                    text = tok.decode(c, skip_special_tokens=True)
-                    r = task_reward(tp, ex, text)
-                    seq_p.append(pr)
+            for j in range(start_i, min(start_i + micro, len(exs))):
+                for c, r, v in zip(outs[j], mixed[j], verified[j]):
+                    seq_p.append(prompts[j])
                     seq_c.append(c if c else [eos_ids[0]])
                     rewards.append(r)
-                    correct.append(float(r >= 1.0))
+                    correct.append(float(v >= 1.0))
                     lengths.append(float(len(c)))
             batch = right_pad(list(zip(seq_p, seq_c)), pad_id)
             rw = torch.tensor(rewards)
