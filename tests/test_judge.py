@@ -59,3 +59,38 @@ def test_hard_separable_preferences_stay_finite():
     lm, lb = np.array([10.0, 20, 30, 40]), np.array([20.0, 10, 40, 30])
     lc = lc_win_rate([0.0, 1.0, 0.0, 1.0], lm, lb, reps=50)
     assert math.isfinite(lc["lc_win_rate"]) and lc["lc_win_rate"] == pytest.approx(0.5, abs=1e-6)
+
+
+def test_heldout_prompts_are_task_problems_then_held_out_chat_prompts(tmp_path):
+    import json
+    from lmbuild.eval.judge_run import heldout_prompts
+    from lmbuild.lm.chat_data import in_heldout
+    from lmbuild.params import validate_section
+    convs = [[{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"},
+              {"role": "user", "content": f"follow-up {i}"}, {"role": "assistant", "content": "ok"}] for i in range(40)]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs))
+    params = {"common": {"seed": 1},
+              "tasks": validate_section("tasks", {"families": ["sort"], "test_examples": 5}),
+              "sft": validate_section("sft", {"sources": [{"name": "tasks", "type": "tasks"},
+                                                          {"name": "chat", "type": "file", "path": "chat.jsonl",
+                                                           "val_fraction": 0.5}]})}
+    got = heldout_prompts(params, tmp_path)
+    held = [c for c in convs if in_heldout(c, 0.5)]
+    assert 5 < len(held) < 35  # the hash split holds out some, not all
+    assert [p["source"] for p in got] == ["tasks.sort"] * 5 + ["chat"] * len(held)
+    # a conversation's prompt: everything before its last assistant turn
+    assert [p["messages"] for p in got[5:]] == [c[:3] for c in held]
+
+
+def test_causal_lm_judge_asks_both_orders():
+    """The LM judge's preference is the swap average: a judge that says "A" with probability 0.8
+    whatever it reads gives 0.5; one that reads the answers gives P(model wins) in both orders."""
+    from lmbuild.eval.judge import CausalLMJudge
+    judge = object.__new__(CausalLMJudge)
+    prompts = [[{"role": "user", "content": "q"}]] * 3
+    judge.p_first = lambda qs, firsts, seconds: [0.8] * len(qs)
+    assert judge.preferences(prompts, ["long answer", "x", "same"], ["y", "long answer", "same"]) == [0.5] * 3
+    # prefers the longer answer, with probability 0.9 in either position
+    judge.p_first = lambda qs, firsts, seconds: [0.9 if len(a) > len(b) else 0.1 for a, b in zip(firsts, seconds)]
+    assert judge.preferences(prompts, ["long answer", "x", "same"], ["y", "long answer", "same"]) == \
+        pytest.approx([0.9, 0.1, 0.5])

@@ -35,13 +35,14 @@ def _val(prompt: list[dict], fraction: float) -> bool:
 
 def on_policy(model, tok, tp: dict, pp: dict, seed: int, eos_ids: list[int], pad_id: int) -> tuple[list[dict], dict]:
     """Sample, score, pick best/worst. Returns (pair records, stats)."""
+    # the scorer first: a wrong reward model stops the stage before any sampling
+    scorer = (_reward_model_scorer(pp["scorer"]["path"], pp["max_len"], pp["batch_size"])
+              if pp["scorer"]["type"] == "reward_model" else None)
     examples = training_examples(tp, pp["prompts_per_family"], seed)
     prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in examples]
     outs = sample(model, prompts, n=pp["samples"], max_new_tokens=tp["max_new_tokens"], temperature=pp["temperature"],
                   top_p=pp["top_p"], seed=seed, batch_size=pp["batch_size"], eos_ids=eos_ids, pad_id=pad_id,
                   progress="dpo_pairs: sampling")
-    scorer = (_reward_model_scorer(pp["scorer"]["path"], pp["max_len"], pp["batch_size"])
-              if pp["scorer"]["type"] == "reward_model" else None)
     records, ties, any_correct = [], 0, 0
     for ex, comps in zip(examples, outs):
         texts = [tok.decode(c, skip_special_tokens=True) for c in comps]
