@@ -59,7 +59,8 @@ def make_judge(jp: dict, root: Path):
     if jp["type"] == "sequence_classification":
         return RewardModelJudge(path, "judge.path", batch_size=jp["batch_size"])
     if not path or not (path / "config.json").is_file():
-        raise ParamsError([f"params.yaml: judge.path: a causal_lm judge needs a local model directory, got {jp['path']}"])
+        raise ParamsError([f"params.yaml: judge.path: a causal_lm judge needs a local model directory, "
+                           f"got {jp['path']}"])
     return CausalLMJudge(path, batch_size=jp["batch_size"])
 
 
