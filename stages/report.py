@@ -2,6 +2,7 @@
 
 Reads:  data/eval/<stage>/metrics.json for stage in pretrain, anneal, sft, dpo, rlvr (missing
         stages are skipped, none at all is an error), data/eval/contamination.json (optional),
+        metrics/judge.json (optional: judged win rates, merged as <stage>.judge.*),
         dvclive/<stage>/plots/metrics/ (loss and reward curves), plots/{filter_removals,
         dedup_cluster_sizes,rate_scores,mix_shares}.csv, metrics/<stage>.json of every stage
 Writes: metrics/eval.json ({stage: {metric: ...}}, so `dvc metrics diff` shows rlvr.task_accuracy),

@@ -26,8 +26,9 @@ def main() -> None:
     init, outs = Path("models/dpo"), dict(out_model=Path("models/rlvr"), ckpt_dir=Path("checkpoints/rlvr"),
                                            live_dir=Path("dvclive/rlvr"))
     if params["rlvr"]["algorithm"] == "ppo":
-        work = lambda: ppo_job.run(params, init_model=init, scorer=ppo_job.verifier_scorer(params["tasks"]),
-                                   **outs)
+        def work():
+            scorer, rm = ppo_job.make_scorer(params)
+            return ppo_job.run(params, init_model=init, scorer=scorer, reward_model=rm, **outs)
     else:
         work = lambda: run(params, init_model=init, **outs)
     run_training_stage("rlvr", work, METRICS, lambda m: (

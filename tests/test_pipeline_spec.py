@@ -23,9 +23,10 @@ SHARED_SECTIONS = {"tasks"}
 OWN_SECTION = {"dpo_pairs": "dpo", "eval_sets": "eval", "contamination": "eval"}
 # Reads of another stage's section: contamination regenerates rlvr's prompt pool to check it;
 # decontaminate builds the eval items as contamination does (eval.bpb caps the held-out text)
-# and takes its n-gram definition from eval.contamination, so removal matches the measurement.
+# and takes its n-gram definition from eval.contamination, so removal matches the measurement;
+# judge asks the held-out prompts of sft's chat files.
 CROSS_READS = {"contamination": {"rlvr.prompts_per_family", "rlvr.seed"},
-               "decontaminate": {"eval.bpb", "eval.contamination"}}
+               "decontaminate": {"eval.bpb", "eval.contamination"}, "judge": {"sft.sources"}}
 
 
 def covered(path: Path, deps: list[str]) -> bool:
@@ -73,7 +74,7 @@ def test_lib_deps_are_exactly_the_imports():
     for name, st in studies["stages"].items():
         body = st.get("do", st)
         assert body["wdir"] == ".." and body["desc"] and body["cmd"].split()[2] in (
-            "stages.study_proxy", "stages.study_fit"), name
+            "stages.study_proxy", "stages.study_fit", "stages.study_method"), name
         assert f"{body['cmd'].split()[2].replace('.', '/')}.py" in body["deps"], name
 
 

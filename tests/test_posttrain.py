@@ -202,7 +202,7 @@ def test_ppo_trains_policy_and_value_and_exports_the_policy(chain, tmp_path, mon
     params = {"common": params["common"], "tasks": validate("tasks", params["tasks"]),
               "rlvr": validate("rlvr", params["rlvr"])}
     met = ppo_job.run(params, init_model=root / "models/dpo", out_model=tmp_path / "model", ckpt_dir=tmp_path / "ckpt",
-                      live_dir=tmp_path / "live", scorer=ppo_job.verifier_scorer(params["tasks"]))
+                      live_dir=tmp_path / "live", scorer=ppo_job.make_scorer(params)[0])
     assert met["steps"] == 8 and math.isfinite(met["final_loss"])
     for key in ("policy_loss", "value_loss", "explained_variance", "clip_fraction", "kl_penalty"):
         assert key in met["train"], key

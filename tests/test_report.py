@@ -38,6 +38,8 @@ CONTAMINATION = {
             "cloze_encyclopedic": {"overlap_rate": 0.0, "items": 120, "contaminated": 0}},
     "base": {"x": {"overlap_rate": 0.5}},  # not a model stage: ignored and noted
 }
+JUDGE = {"sft.mean_length": 31.5, "dpo.win_rate": 0.625, "dpo.win_rate_stderr": 0.05, "dpo.lc_win_rate": 0.5,
+         "dpo.lc_win_rate_stderr": 0.04, "base.win_rate": 0.9}   # base: not an evaluated stage, ignored
 CURVES = {
     "sft": ["train/loss", "val/loss", "val/task_accuracy", "val/task_accuracy_stderr"],
     "dpo": ["train/loss", "train/reward_accuracy", "train/reward_margin", "train/reward_chosen",
@@ -63,6 +65,7 @@ def make_inputs(root: Path) -> None:
     for stage, metrics in EVAL.items():
         write(root / "data/eval" / stage / "metrics.json", json.dumps(metrics))
     write(root / "data/eval/contamination.json", json.dumps(CONTAMINATION))
+    write(root / "metrics/judge.json", json.dumps(JUDGE))
     for stage, names in CURVES.items():
         for k, name in enumerate(names):
             every = 1 if name.startswith("train/") else 4
@@ -110,6 +113,10 @@ def test_eval_metrics_keyed_by_stage_in_pipeline_order(built):
     assert data["rlvr"]["contamination"]["tasks_test"] == {"contaminated": 0, "items": 200, "overlap_rate": 0.0}
     assert data["sft"]["contamination"]["tasks_test"]["contaminated"] == 2
     assert "contamination" not in data["dpo"] and "base" not in data
+    # the judge's win rates (metrics/judge.json) join the one metrics file under <stage>.judge
+    assert data["dpo"]["judge"] == {"win_rate": 0.625, "win_rate_stderr": 0.05, "lc_win_rate": 0.5,
+                                    "lc_win_rate_stderr": 0.04}
+    assert data["sft"]["judge"] == {"mean_length": 31.5} and "judge" not in data["rlvr"]
 
 
 def test_markdown_has_table_and_links_to_existing_images(built):

@@ -47,6 +47,7 @@ after the last assistant turn (nothing to learn from) are cut.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -302,6 +303,13 @@ def _parse_sharegpt(row: dict) -> list[dict]:
 
 
 _CONVERSATION_PARSERS = {"messages": _parse_messages, "alpaca": _parse_alpaca, "sharegpt": _parse_sharegpt}
+
+
+def in_heldout(messages: list[dict], fraction: float) -> bool:
+    """Whether a conversation is in its file's held-out share: a hash of its content below
+    `fraction` (stable when counts change). sft holds these out; the judge asks their prompts."""
+    h = hashlib.blake2b(json.dumps(messages, sort_keys=True).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2 ** 64 < fraction
 
 
 def read_conversations(path, format: str = "auto") -> tuple[list[list[dict]], list[Reject]]:

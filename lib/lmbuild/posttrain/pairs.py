@@ -22,6 +22,8 @@ from ..lm.chat_data import ChatDataError, Pair, read_pairs
 from ..lm.generation import sample
 from ..lm.logprobs import completion_logps, sequence_logps
 from ..lm.padding import right_pad
+from ..lm.reward import load_reward_model
+from ..lm.reward import score as rm_score
 from ..lm.task_setup import task_reward, training_examples
 from ..params import ParamsError
 
@@ -33,12 +35,14 @@ def _val(prompt: list[dict], fraction: float) -> bool:
 
 def on_policy(model, tok, tp: dict, pp: dict, seed: int, eos_ids: list[int], pad_id: int) -> tuple[list[dict], dict]:
     """Sample, score, pick best/worst. Returns (pair records, stats)."""
+    # the scorer first: a wrong reward model stops the stage before any sampling
+    scorer = (_reward_model_scorer(pp["scorer"]["path"], pp["max_len"], pp["batch_size"])
+              if pp["scorer"]["type"] == "reward_model" else None)
     examples = training_examples(tp, pp["prompts_per_family"], seed)
     prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in examples]
     outs = sample(model, prompts, n=pp["samples"], max_new_tokens=tp["max_new_tokens"], temperature=pp["temperature"],
                   top_p=pp["top_p"], seed=seed, batch_size=pp["batch_size"], eos_ids=eos_ids, pad_id=pad_id,
                   progress="dpo_pairs: sampling")
-    scorer = _reward_model_scorer(pp["scorer"]["path"]) if pp["scorer"]["type"] == "reward_model" else None
     records, ties, any_correct = [], 0, 0
     for ex, comps in zip(examples, outs):
         texts = [tok.decode(c, skip_special_tokens=True) for c in comps]
@@ -56,20 +60,14 @@ def on_policy(model, tok, tp: dict, pp: dict, seed: int, eos_ids: list[int], pad
     return records, {"prompts": len(examples), "tied_prompts": ties, "prompts_with_a_correct_sample": any_correct}
 
 
-def _reward_model_scorer(path: str | None):
-    if not path:
-        raise ParamsError(["params.yaml: dpo.pairs.scorer.path: a reward_model scorer needs a local model directory"])
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    rm = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    rm_tok = AutoTokenizer.from_pretrained(path)
+def _reward_model_scorer(path: str | None, max_len: int, batch_size: int):
+    """Scores from a local reward model, through `lmbuild.lm.reward.score`: the encoding the
+    reward_model stage trains on (a model of another head is a one-line params error)."""
+    rm, rm_tok = load_reward_model(path, "dpo.pairs.scorer.path")
 
-    @torch.no_grad()
-    def score(_tok, prompt, texts):
-        rendered = [rm_tok.apply_chat_template(prompt + [{"role": "assistant", "content": t}], tokenize=False)
-                    if rm_tok.chat_template else prompt[-1]["content"] + "\n" + t for t in texts]
-        enc = rm_tok(rendered, return_tensors="pt", padding=True, truncation=True)
-        return rm(**enc).logits[:, 0].float().tolist()
-    return score
+    def scorer(_tok, prompt, texts):
+        return rm_score(rm, rm_tok, [prompt] * len(texts), texts, max_len=max_len, batch_size=batch_size)
+    return scorer
 
 
 def from_files(files: list[dict], root: Path) -> tuple[list[dict], list[dict]]:

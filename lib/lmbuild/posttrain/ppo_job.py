@@ -31,11 +31,12 @@ from ..lm.logprobs import completion_logps
 from ..lm.model import choose_attention, load_model
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
-from ..lm.task_setup import heldout, task_reward, training_examples
+from ..lm.task_setup import heldout, training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
+from .rewards import RewardMix
 from .ppo import explained_variance, gae, kl_rewards, ppo_policy_loss, value_loss, whiten
 
 
@@ -178,9 +179,18 @@ def make_loss(p: dict, pp: dict) -> Callable:
     return loss_fn
 
 
-def verifier_scorer(tp: dict) -> Callable[[list, list[str]], list[float]]:
-    """The task verifiers' reward (correctness + format) of each completion."""
-    return lambda examples, texts: [task_reward(tp, ex, t) for ex, t in zip(examples, texts)]
+def make_scorer(params: dict) -> tuple[Callable[[list, list[str]], list[float]], Path | None]:
+    """(scorer, reward model directory or None) from rlvr.reward: the weighted sum of the task
+    verifiers' reward and the reward model's score standardised over the call's completions
+    (lmbuild.posttrain.rewards.RewardMix: the same reward the policy-gradient algorithms get)."""
+    p, tp = params["rlvr"], params["tasks"]
+    mix = RewardMix(p["reward"], tp, 4 * tp["max_new_tokens"] + 512, p["generation_batch_size"])
+
+    def scorer(examples, texts):
+        mixed, _ = mix.round(examples, [[t] for t in texts])
+        return [m[0] for m in mixed]
+    rm = Path(p["reward"]["reward_model_path"]) if p["reward"]["reward_model"] > 0 else None
+    return scorer, rm
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path,

@@ -30,13 +30,14 @@ from ..lm.logprobs import completion_logps
 from ..lm.model import choose_attention, load_model
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
-from ..lm.task_setup import heldout, task_reward, training_examples
+from ..lm.task_setup import heldout, training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
 from .policy_gradient import (algorithm_settings, dynamic_sampling, overlong_penalty, pg_loss, round_advantages,
                               settings_metrics)
+from .rewards import RewardMix
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
@@ -73,6 +74,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     with precision_context(p["precision"], device):  # as the trained model is measured
         start = accuracy(model, start_items)
     rounds: dict[tuple[int, int], list[dict]] = {}
+    reward_mix = RewardMix(p["reward"], tp, max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
+                           p["generation_batch_size"])
 
     def draw(src: EpochOrder, ids: list[int], sample_seed: int) -> list[dict]:
         """Sample and score G completions for each prompt of `ids` (positions in `src`)."""
@@ -81,15 +84,17 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
         outs = sample(model, prompts, n=G, max_new_tokens=tp["max_new_tokens"], temperature=p["temperature"],
                       top_p=p["top_p"], seed=sample_seed, batch_size=p["generation_batch_size"],
                       eos_ids=eos_ids, pad_id=pad_id)
+        # the reward (verifier and/or reward model, rlvr.reward) and the verifier's alone (for the stats)
+        mixed, verified = reward_mix.round(exs, [[tok.decode(c, skip_special_tokens=True) for c in comps]
+                                                 for comps in outs])
         groups = []
-        for ex, pr, comps in zip(exs, prompts, outs):
-            rewards = [task_reward(tp, ex, tok.decode(c, skip_special_tokens=True)) for c in comps]
+        for pr, comps, rewards, ver in zip(prompts, outs, mixed, verified):
             lengths = [float(len(c)) for c in comps]
             shaped = torch.tensor(rewards)
             if algo["overlong_cache"]:  # DAPO: the advantage sees the length penalty, the stats the verifier
                 shaped = shaped + overlong_penalty(torch.tensor(lengths), tp["max_new_tokens"], algo["overlong_cache"])
             groups.append({"prompt": pr, "comps": [c if c else [eos_ids[0]] for c in comps], "rewards": rewards,
-                           "shaped": shaped, "lengths": lengths})
+                           "verified": ver, "shaped": shaped, "lengths": lengths})
         return groups
 
     @torch.no_grad()
@@ -111,7 +116,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
             seq_c = [c for g in chunk for c in g["comps"]]
             rewards = [r for g in chunk for r in g["rewards"]]
             lengths = [x for g in chunk for x in g["lengths"]]
-            correct = [float(r >= 1.0) for r in rewards]
+            correct = [float(v >= 1.0) for g in chunk for v in g["verified"]]
             batch = right_pad(list(zip(seq_p, seq_c)), pad_id)
             rw = torch.tensor(rewards)
             shaped = torch.cat([g["shaped"] for g in chunk])

@@ -10,7 +10,6 @@ their file:line and reason.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..lm.chat import encode_conversation
 from ..lm.chat_data import ChatDataError, read_conversations
+from ..lm.chat_data import in_heldout as _in_val
 from ..lm.task_setup import heldout, training_examples
 from ..params import ParamsError
 from ..tasks import Example
@@ -34,11 +34,6 @@ class SftData:
 
 def _task_messages(ex: Example) -> list[dict]:
     return [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.solution}]
-
-
-def _in_val(messages: list[dict], fraction: float) -> bool:
-    h = hashlib.blake2b(json.dumps(messages, sort_keys=True).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2 ** 64 < fraction
 
 
 def _choose(n_have: int, n_want: int, seed: int, name: str) -> list[int]:

@@ -17,6 +17,7 @@ from ..model_stages import MODEL_STAGES  # noqa: F401  (pipeline order: that of 
 
 EVAL_DIR = Path("data/eval")
 CONTAMINATION = EVAL_DIR / "contamination.json"
+JUDGE = Path("metrics/judge.json")   # the judge stage's win rates, flat: {"dpo.win_rate": ...}
 
 
 class ReportError(Exception):
@@ -53,7 +54,8 @@ def clean_metrics(tree: dict, dropped: list[str], prefix: str = "") -> dict:
 
 def collect_eval(root: Path, stages: list[str]) -> tuple[dict[str, dict], list[str]]:
     """{stage: metrics} in pipeline order for the stages whose eval exists, with the contamination
-    check merged under `<stage>.contamination`; and notes on what was left out."""
+    check merged under `<stage>.contamination` and the judge's win rates (metrics/judge.json)
+    under `<stage>.judge`; and notes on what was left out."""
     notes: list[str] = []
     dropped: list[str] = []
     wanted = [s for s in MODEL_STAGES if s in stages]
@@ -79,6 +81,16 @@ def collect_eval(root: Path, stages: list[str]) -> tuple[dict[str, dict], list[s
                 notes.append(f"contamination for '{stage}' ignored (no evaluated stage of that name)")
                 continue
             results[stage]["contamination"] = clean_metrics(sets, dropped, f"{stage}.contamination.")
+    judged = read_json(root / JUDGE)
+    if judged is not None:
+        if not isinstance(judged, dict):
+            raise ReportError(f"{JUDGE}: must hold a flat JSON object {{\"<stage>.<metric>\": number}}")
+        for key, value in sorted(judged.items()):
+            stage, _, name = key.partition(".")
+            if stage in results and name:  # the baseline's own row (mean_length) included
+                results[stage].setdefault("judge", {})[name] = value
+        results = {s: {**r, "judge": clean_metrics(r["judge"], dropped, f"{s}.judge.")} if "judge" in r else r
+                   for s, r in results.items()}
     if dropped:
         notes.append(f"non-numeric metrics left out: {', '.join(dropped)}")
     return results, notes

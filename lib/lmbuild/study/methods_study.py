@@ -22,7 +22,12 @@ import shutil
 import time
 from pathlib import Path
 
+from ..eval.judge import lc_win_rate, win_rate
+from ..eval.judge_run import answers, heldout_prompts, make_judge
+from ..lm.reward import load_reward_model, score
 from ..params import ParamsError, deep_merge, validate_section
+from ..posttrain import dpo, ppo_job, rlvr
+from ..stats import mean_stderr
 from .ablation import rank
 
 RUNS = Path("studies/methods/runs")
@@ -57,7 +62,6 @@ def run_dir(name: str, seed: int) -> Path:
 def run_method(params: dict, name: str, seed: int, *, evaluate_shared) -> dict:
     """Train one method from models/sft with one seed into studies/methods/runs/<name>-<seed>/
     (model/, live/, metrics.json); evaluate_shared(model_dir) adds the shared figures."""
-    from ..posttrain import dpo, ppo_job, rlvr
     stage, section = method_section(params, name, seed)
     job_params = {**params, stage: section}
     out = run_dir(name, seed)
@@ -67,16 +71,56 @@ def run_method(params: dict, name: str, seed: int, *, evaluate_shared) -> dict:
     if stage == "dpo":
         m = dpo.run(job_params, init_model=SFT, pairs_dir=Path("data/dpo"), rounds_dir=scratch / "rounds", **dirs)
     elif section["algorithm"] == "ppo":
-        m = ppo_job.run(job_params, init_model=SFT, scorer=ppo_job.verifier_scorer(params["tasks"]), **dirs)
+        scorer, rm = ppo_job.make_scorer(job_params)
+        m = ppo_job.run(job_params, init_model=SFT, scorer=scorer, reward_model=rm, **dirs)
     else:
         m = rlvr.run(job_params, init_model=SFT, **dirs)
     m = {"method": name, "stage": stage, "seed": seed, "train_time_s": m.get("wall_time_s", float("nan")),
-         "time_s": time.perf_counter() - t0, **{k: v for k, v in m.items() if not isinstance(v, dict)},
+         "time_s": time.perf_counter() - t0, "start_task_accuracy": m["start"]["task_accuracy"],
+         **{k: v for k, v in m.items() if not isinstance(v, dict)},
          "settings": {k: v for k, v in section.items() if not isinstance(v, dict)}}
     m.update(evaluate_shared(out / "model"))
     (out / "metrics.json").write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
     shutil.rmtree(scratch, ignore_errors=True)
     return m
+
+
+def _answers_and_prompts(params: dict, model_dir: Path, root: Path) -> tuple[list[dict], list[str]]:
+    jp = params["judge"]
+    prompts = heldout_prompts(params, root)
+    return prompts, answers(model_dir, prompts, jp["max_new_tokens"] or params["tasks"]["max_new_tokens"],
+                            jp["batch_size"])
+
+
+def heldout_reward(params: dict, prompts: list[dict], texts: list[str], root: Path) -> dict[str, float]:
+    """The reward model's (judge.path's, when it is one) mean score of greedy answers to the
+    held-out prompts, with its standard error over prompts."""
+    if params["judge"]["type"] != "sequence_classification":
+        return {}
+    model, tok = load_reward_model(root / params["judge"]["path"], "judge.path")
+    r = score(model, tok, [p["messages"] for p in prompts], texts, batch_size=params["judge"]["batch_size"])
+    return {"heldout_reward": sum(r) / len(r), "heldout_reward_stderr": mean_stderr(r)}
+
+
+def evaluate_shared(params: dict, model_dir: Path, root: Path = Path(".")) -> dict[str, float]:
+    """What every method is measured by beyond its stage's metrics: the held-out reward of its
+    greedy answers, and their win rate (raw and length-controlled) against models/sft's answers
+    to the same held-out prompts, judged by the judge section's judge (lmbuild.eval.judge)."""
+    prompts, mine = _answers_and_prompts(params, model_dir, root)
+    _, base = _answers_and_prompts(params, root / SFT, root)
+    prefs = make_judge(params["judge"], root).preferences([p["messages"] for p in prompts], mine, base)
+    lens, base_lens = [len(a) for a in mine], [len(b) for b in base]
+    return {**heldout_reward(params, prompts, mine, root), **win_rate(prefs), **lc_win_rate(prefs, lens, base_lens),
+            "mean_length": sum(lens) / len(lens), "sft_mean_length": sum(base_lens) / len(base_lens)}
+
+
+def baseline_figures(params: dict, sft_dir: Path, root: Path = Path(".")) -> dict[str, float]:
+    """models/sft under the shared evaluation: its held-out reward; a win rate of 0.5 against
+    itself and a task-accuracy change of 0 by definition (its task accuracy comes from the runs'
+    own start measurement, at their precision)."""
+    prompts, texts = _answers_and_prompts(params, root / sft_dir, root)
+    return {**heldout_reward(params, prompts, texts, root), "win_rate": 0.5, "lc_win_rate": 0.5,
+            "task_accuracy_gain": 0.0, "mean_length": sum(map(len, texts)) / len(texts)}
 
 
 def fit(params: dict, runs: dict[str, dict], baseline_figures: dict[str, float]) -> tuple[dict, str]:
@@ -88,6 +132,10 @@ def fit(params: dict, runs: dict[str, dict], baseline_figures: dict[str, float])
         by_method.setdefault(rec["method"], {})[int(rec["seed"])] = rec
     if not by_method:
         raise ValueError("studies.methods: no finished runs under studies/methods/runs")
+    starts = [float(r["start_task_accuracy"]) for r in runs.values() if "start_task_accuracy" in r]
+    baseline_figures = dict(baseline_figures)
+    if starts:  # every run measured models/sft on the same items before training: one value
+        baseline_figures["task_accuracy"] = sum(starts) / len(starts)
     metrics: dict = {}
     sections = []
     for fig, higher in FIGURES.items():
