@@ -2,11 +2,11 @@
 dpo model: G sampled completions per prompt, group-normalised advantages, clipped objective,
 optional KL to the starting model.
 
-Reads:  models/dpo/
+Reads:  rlvr.init_model (models/dpo/ by default)
 Writes: models/rlvr/ (HF model + tokenizer), checkpoints/rlvr/ (persist; resumes at a sampling
         round), dvclive/rlvr/ (mean reward, share of groups with a correct sample, KL, response
         length, held-out accuracy over steps), metrics/rlvr.json (held-out pass@1 at start and end)
-Params: common (seed), tasks (families, difficulty, rewards), rlvr (steps, batch and group sizes,
+Params: common (seed), tasks (families, difficulty, rewards), rlvr (init_model, steps, batch and group sizes,
         updates per round, clip, kl, sampling, optim, schedule, eval, checkpoint)
 Run:    dvc repro rlvr   (or python -m stages.rlvr)
 """
@@ -23,7 +23,8 @@ METRICS = Path("metrics/rlvr.json")
 def main() -> None:
     params = load_params_or_exit("rlvr", shared=("tasks",))
     run_training_stage("rlvr", lambda: run(
-        params, init_model=Path("models/dpo"), out_model=Path("models/rlvr"), ckpt_dir=Path("checkpoints/rlvr"),
+        params, init_model=Path(params["rlvr"]["init_model"]), out_model=Path("models/rlvr"),
+        ckpt_dir=Path("checkpoints/rlvr"),
         live_dir=Path("dvclive/rlvr")), METRICS, lambda m: (
         f"rlvr: held-out task accuracy {m['start']['task_accuracy']:.3f} -> {m['task_accuracy']:.3f}, "
         f"mean reward (last window) {m['train'].get('reward', float('nan')):.3f} -> models/rlvr"))
