@@ -118,12 +118,16 @@ def _mean_rows(weight: torch.Tensor, old: int, new_ids: range) -> None:
 
 def start_model(path: Path, tok, info: dict, attn: str = "sdpa") -> torch.nn.Module:
     """The model of `path` (fp32) with its embeddings grown to the prepared tokenizer: the added
-    ids' input rows and (untied) output rows set to the mean of the rows the tokenizer had."""
+    ids' input rows and (untied) output rows set to the mean of the rows the tokenizer had. (A
+    tokenizer may already be longer than the model's embedding: transformers 5 loads a tokenizer
+    saved beside a qwen2 config as Qwen2Tokenizer, which adds `<|endoftext|>` as unk.)"""
     model = load_model(path, attn)
-    if not info["tokens_added"]:
+    rows, new = model.get_input_embeddings().weight.shape[0], info["vocab_after"]
+    if not info["tokens_added"] and new <= rows:
         return model
-    old, new = info["vocab_before"], info["vocab_after"]
-    rows = model.get_input_embeddings().weight.shape[0]
+    # ids from the first one the model has no trained row for (its own rows, or the tokenizer's
+    # size before the additions when the model pads its vocabulary above it) to the new size
+    old = min(rows, info["vocab_before"])
     if new > rows:
         model.resize_token_embeddings(new, mean_resizing=False)
     new_ids = range(old, new)
