@@ -17,41 +17,7 @@ from lmbuild.params import ParamsError, validate_section
 from lmbuild.tokenize.chat_template import CHAT_TEMPLATE, IM_END, IM_START
 from lmbuild.train.lora import apply_lora, linear_names, merged, trainable_params
 from lmbuild.train.model import build_model
-from train_data import make_tokenizer, synthetic_docs
-
-SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "Sort: 3 1 2 Answer: 1 2 3",
-             "Count a in: a b a", "hello there, how are you?"] * 4
-
-
-def foreign_tokenizer(eos="</s>", pad="<pad>", bos="<s>", extra_vocab=()):
-    """A byte-level BPE with its own bos/eos/pad and no chat template (as many Hub models ship)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = [t for t in dict.fromkeys([bos, eos, pad]) if t]
-    tok.train_from_iterator(SENTENCES + list(extra_vocab), trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos)
-
-
-def qwen2(vocab: int, tie: bool = False):
-    from transformers import AutoModelForCausalLM, Qwen2Config
-    cfg = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=tie)
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(cfg)
-
-
-def save_foreign(path, tie=False):
-    tok = foreign_tokenizer()
-    model = qwen2(len(tok), tie)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return tok, model
+from train_data import foreign_tokenizer, make_tokenizer, save_foreign, synthetic_docs
 
 
 def test_template_and_turn_tokens_are_added_to_a_foreign_tokenizer():
