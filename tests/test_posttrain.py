@@ -334,3 +334,25 @@ def test_killed_lora_sft_resumes_to_the_same_model(lora_sft, tmp_path):
     assert_same_metrics(full, resumed, ("train_loss", "val_loss", "task_accuracy", "parameters_trainable"))
     a, b = load_file(lora_sft / "models/sft/model.safetensors"), load_file(root / "models/sft/model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_lora_dpo_exports_a_merged_model(chain, tmp_path, monkeypatch):
+    """dpo with dpo.lora on the chain's cached pairs (in-process): adapters only train, the export
+    has the start model's keys and differs from it only in the adapted projections."""
+    from safetensors.torch import load_file
+    from lmbuild.params import validate_section as validate
+    from lmbuild.posttrain.dpo import run as run_dpo
+    monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
+    root = chain.root
+    params = json.loads(json.dumps(PARAMS))
+    params["dpo"].update(lora={**LORA, "target_modules": ["q_proj", "v_proj"]},
+                         eval={"every_steps": 100, "batch_size": 8})
+    params = {"common": params["common"], "tasks": validate("tasks", params["tasks"]),
+              "dpo": validate("dpo", params["dpo"])}
+    met = run_dpo(params, init_model=root / "models/sft", pairs_dir=root / "data/dpo", out_model=tmp_path / "model",
+                  ckpt_dir=tmp_path / "ckpt", live_dir=tmp_path / "live")
+    start, out = load_file(root / "models/sft/model.safetensors"), load_file(tmp_path / "model/model.safetensors")
+    assert set(out) == set(start)
+    changed = {k for k in start if not torch.equal(start[k], out[k])}
+    assert changed == {k for k in start if k.split(".")[-2] in ("q_proj", "v_proj")}
+    assert 0 < met["parameters_trainable"] < met["parameters"]
