@@ -1,11 +1,12 @@
 """dpo_pairs: the preference pairs dpo trains on, with the reference model's log-probs cached.
 
-Reads:  models/sft/ (sampling policy and reference model), files named in dpo.pairs.files
+Reads:  dpo.init_model (models/sft/ by default: sampling policy and reference model, the model
+        dpo starts from), files named in dpo.pairs.files
 Writes: data/dpo/pairs.jsonl (split, prompt, chosen, rejected, scores, token ids, reference
         log-probs), data/dpo/rejected.jsonl (unusable file rows with file:line and reason),
         metrics/dpo_pairs.json
-Params: common (seed), tasks (families, difficulty, rewards), dpo.pairs only: a change of the
-        loss or beta reruns dpo but reuses these pairs and log-probs
+Params: common (seed), tasks (families, difficulty, rewards), dpo.init_model and dpo.pairs only: a
+        change of the loss or beta reruns dpo but reuses these pairs and log-probs
 Run:    dvc repro dpo_pairs   (or python -m stages.dpo_pairs)
 """
 
@@ -22,7 +23,7 @@ METRICS = Path("metrics/dpo_pairs.json")
 def main() -> None:
     params = load_params_or_exit("dpo", shared=("tasks",))
     try:
-        metrics = build_pairs(params, ref_model=Path("models/sft"), out_dir=Path("data/dpo"))
+        metrics = build_pairs(params, ref_model=Path(params["dpo"]["init_model"]), out_dir=Path("data/dpo"))
     except ParamsError as exc:
         exit_on_params_error("dpo_pairs", exc)
     except (ValueError, OSError) as exc:

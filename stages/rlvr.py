@@ -2,11 +2,11 @@
 G sampled completions per prompt, advantages and a clipped objective by `rlvr.algorithm` (GRPO,
 Dr. GRPO, DAPO, GSPO, RLOO, REINFORCE++), optional KL to the starting model.
 
-Reads:  models/dpo/
+Reads:  rlvr.init_model (models/dpo/ by default)
 Writes: models/rlvr/ (HF model + tokenizer), checkpoints/rlvr/ (persist; resumes at a sampling
         round), dvclive/rlvr/ (mean reward, share of groups with a correct sample, KL, response
         length, held-out accuracy over steps), metrics/rlvr.json (held-out pass@1 at start and end)
-Params: common (seed), tasks (families, difficulty, rewards), rlvr (algorithm, steps, batch and group sizes,
+Params: common (seed), tasks (families, difficulty, rewards), rlvr (init_model, algorithm, steps, batch and group sizes,
         updates per round, clip, kl, sampling, optim, schedule, eval, checkpoint)
 Run:    dvc repro rlvr   (or python -m stages.rlvr)
 """
@@ -23,7 +23,7 @@ METRICS = Path("metrics/rlvr.json")
 
 def main() -> None:
     params = load_params_or_exit("rlvr", shared=("tasks",))
-    init, outs = Path("models/dpo"), dict(out_model=Path("models/rlvr"), ckpt_dir=Path("checkpoints/rlvr"),
+    init, outs = Path(params["rlvr"]["init_model"]), dict(out_model=Path("models/rlvr"), ckpt_dir=Path("checkpoints/rlvr"),
                                            live_dir=Path("dvclive/rlvr"))
     if params["rlvr"]["algorithm"] == "ppo":
         def work():

@@ -18,7 +18,7 @@ from conftest import Project, assert_same_metrics, live_steps, sigkill_after_che
 from lmbuild.params import validate_section
 from lmbuild.train.export import export_model
 from lmbuild.train.model import build_model
-from train_data import make_tokenizer, synthetic_docs
+from train_data import make_tokenizer, save_foreign, synthetic_docs
 
 pytestmark = pytest.mark.slow
 
@@ -337,3 +337,123 @@ def test_killed_dapo_resumes_to_the_same_metrics(chain, tmp_path):
     rows = [line.split("\t") for line in
             (tmp_path / "full/dvclive/rlvr/plots/metrics/train/refills.tsv").read_text().splitlines()]
     assert sum(float(r[rows[0].index("refills")]) for r in rows[1:]) > 0, rows
+def scratch(base, root, params) -> Project:
+    """A project holding only the base's models/anneal and chat file, with these params."""
+    (root / "models").mkdir(parents=True)
+    shutil.copytree(base / "models/anneal", root / "models/anneal")
+    shutil.copy(base / "chat.jsonl", root / "chat.jsonl")
+    return make_project(root, params)
+
+
+@pytest.fixture(scope="module")
+def foreign_sft(base, tmp_path_factory):
+    """sft started from a tiny Qwen2 whose byte-level tokenizer has its own </s> / <pad> and no chat
+    template (sft.init_model: models/qwen)."""
+    root = tmp_path_factory.mktemp("foreign")
+    texts = [t for _, t in synthetic_docs(300)]
+    save_foreign(root / "models/qwen", texts=texts, vocab_size=512)
+    shutil.copy(base / "chat.jsonl", root / "chat.jsonl")
+    params = json.loads(json.dumps(PARAMS))
+    params["sft"].update(init_model="models/qwen", epochs=2)
+    make_project(root, params)
+    return root, run(root, "sft")
+
+
+def test_sft_starts_from_a_model_of_another_family(foreign_sft):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from lmbuild.tokenize.chat_template import CHAT_TEMPLATE
+    root, proc = foreign_sft
+    assert "lmbuild's ChatML chat template set" in proc.stderr and "added 2 token(s)" in proc.stderr
+    met = json.loads((root / "metrics/sft.json").read_text())
+    assert met["start_model.template_added"] == 1 and met["start_model.tokens_added"] == 2
+    model = AutoModelForCausalLM.from_pretrained(root / "models/sft")
+    tok = AutoTokenizer.from_pretrained(root / "models/sft")
+    start = AutoModelForCausalLM.from_pretrained(root / "models/qwen")
+    assert type(model).__name__ == "Qwen2ForCausalLM" and tok.chat_template == CHAT_TEMPLATE
+    # the vocabulary grew by the two turn tokens (from the tokenizer as loaded from models/qwen)
+    assert len(tok) == met["start_model.vocab_after"] == met["start_model.vocab_before"] + 2
+    assert model.get_input_embeddings().weight.shape[0] == len(tok) > start.get_input_embeddings().weight.shape[0]
+    gen = json.loads((root / "models/sft/generation_config.json").read_text())
+    assert gen["eos_token_id"] == [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("</s>")]
+    assert gen["pad_token_id"] == tok.convert_tokens_to_ids("<pad>")
+    assert chat_answer(root / "models/sft", "Sort: 3 1 2")  # answers through the template
+    assert met["train_loss"] < math.log(len(tok))  # it learnt something from uniform
+
+
+LORA = {"enabled": True, "r": 4, "alpha": 8}
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # the default
+
+
+@pytest.fixture(scope="module")
+def lora_sft(base, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora")
+    params = json.loads(json.dumps(PARAMS))
+    params["sft"]["lora"] = LORA
+    scratch(base, root, params)
+    run(root, "sft")
+    return root
+
+
+def test_lora_sft_trains_only_the_adapters_and_exports_merged(lora_sft):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    root = lora_sft
+    start = load_file(root / "models/anneal/model.safetensors")
+    out = load_file(root / "models/sft/model.safetensors")
+    assert set(out) == set(start)  # a plain HF model: no lora_A / lora_B / base_layer keys
+    adapted = {k for k in start if k.split(".")[-2] in LORA_TARGETS}
+    changed = {k for k in start if not torch.equal(start[k], out[k])}
+    assert adapted and changed == adapted  # embeddings and norms untouched, every adapted weight merged
+    # in the checkpoint (before the merge) the base weights are the start model's
+    state = torch.load(root / "checkpoints/sft/latest/state.pt", weights_only=False)["model"]
+    for k in adapted:
+        assert torch.equal(state["base_model.model." + k.replace(".weight", ".base_layer.weight")], start[k]), k
+    assert all(state[k].abs().sum() > 0 for k in state if "lora_B" in k)  # B started at zero, trained
+    model = AutoModelForCausalLM.from_pretrained(root / "models/sft")
+    expected = sum(4 * (m.in_features + m.out_features) for n, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in LORA_TARGETS)
+    met = json.loads((root / "metrics/sft.json").read_text())
+    assert met["parameters_trainable"] == expected < met["parameters"]
+    assert chat_answer(root / "models/sft", "Sort: 3 1 2")
+
+
+def test_full_sft_trains_every_parameter(chain):
+    met = json.loads((chain.root / "metrics/sft.json").read_text())
+    assert met["parameters_trainable"] == met["parameters"]
+
+
+def test_killed_lora_sft_resumes_to_the_same_model(lora_sft, tmp_path):
+    from safetensors.torch import load_file
+    root = tmp_path / "p"
+    shutil.copytree(lora_sft, root, symlinks=True, ignore=shutil.ignore_patterns("checkpoints", "dvclive"))
+    shutil.rmtree(root / "models/sft")
+    at = sigkill_after_checkpoint(root, "sft", min_step=4, seed=1)
+    assert at >= 4 and not (root / "models/sft").exists()
+    run(root, "sft")
+    full = json.loads((lora_sft / "metrics/sft.json").read_text())
+    resumed = json.loads((root / "metrics/sft.json").read_text())
+    assert_same_metrics(full, resumed, ("train_loss", "val_loss", "task_accuracy", "parameters_trainable"))
+    a, b = load_file(lora_sft / "models/sft/model.safetensors"), load_file(root / "models/sft/model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_lora_dpo_exports_a_merged_model(chain, tmp_path, monkeypatch):
+    """dpo with dpo.lora on the chain's cached pairs (in-process): adapters only train, the export
+    has the start model's keys and differs from it only in the adapted projections."""
+    from safetensors.torch import load_file
+    from lmbuild.params import validate_section as validate
+    from lmbuild.posttrain.dpo import run as run_dpo
+    monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
+    root = chain.root
+    params = json.loads(json.dumps(PARAMS))
+    params["dpo"].update(lora={**LORA, "target_modules": ["q_proj", "v_proj"]},
+                         eval={"every_steps": 100, "batch_size": 8})
+    params = {"common": params["common"], "tasks": validate("tasks", params["tasks"]),
+              "dpo": validate("dpo", params["dpo"])}
+    met = run_dpo(params, init_model=root / "models/sft", pairs_dir=root / "data/dpo", out_model=tmp_path / "model",
+                  ckpt_dir=tmp_path / "ckpt", live_dir=tmp_path / "live", rounds_dir=tmp_path / "rounds")
+    start, out = load_file(root / "models/sft/model.safetensors"), load_file(tmp_path / "model/model.safetensors")
+    assert set(out) == set(start)
+    changed = {k for k in start if not torch.equal(start[k], out[k])}
+    assert changed == {k for k in start if k.split(".")[-2] in ("q_proj", "v_proj")}
+    assert 0 < met["parameters_trainable"] < met["parameters"]

@@ -57,6 +57,43 @@ def make_tokenizer(texts: list[str], out_dir: Path, vocab_size: int = 512):
     return fast
 
 
+FOREIGN_SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "Sort: 3 1 2 Answer: 1 2 3",
+                     "Count a in: a b a", "hello there, how are you?"] * 4
+
+
+def foreign_tokenizer(eos="</s>", pad="<pad>", bos="<s>", texts=(), vocab_size: int = 300):
+    """A byte-level BPE with its own bos/eos/pad and no chat template (as many Hub models ship)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = [t for t in dict.fromkeys([bos, eos, pad]) if t]
+    tok.train_from_iterator(FOREIGN_SENTENCES + list(texts), trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos)
+
+
+def qwen2(vocab: int, tie: bool = False):
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg)
+
+
+def save_foreign(path, tie=False, texts=(), vocab_size: int = 300):
+    """A tiny Qwen2 (another family than lmbuild's Llama) and that tokenizer, saved as a HF directory."""
+    tok = foreign_tokenizer(texts=texts, vocab_size=vocab_size)
+    model = qwen2(len(tok), tie)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return tok, model
+
+
 def write_split(tok, docs: list[tuple[str, str]], out_dir: Path, shard_tokens: int = 1 << 20) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     eot, pad = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|pad|>")

@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import re
 
-from lmbuild.tokenize.chat_template import EOT, IM_END
+from lmbuild.tokenize.chat_template import IM_END
 
 IGNORE_INDEX = -100
 _GENERATION_RE = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
+def has_generation_blocks(template: str) -> bool:
+    return bool(_GENERATION_RE.search(template))
+
+
 def _require_generation_blocks(tok) -> None:
     template = tok.get_chat_template()
-    if not _GENERATION_RE.search(template):
+    if not has_generation_blocks(template):
         raise ValueError("the tokenizer's chat template has no {% generation %} block, so assistant tokens "
                          "cannot be told apart; use lmbuild's template (lmbuild.tokenize.chat_template) or "
                          "wrap assistant content and its end token in {% generation %}...{% endgeneration %}")
@@ -65,7 +69,11 @@ def encode_completion(tok, completion: str) -> list[int]:
 
 
 def chat_ids(tok) -> tuple[list[int], int]:
-    """(eos ids: <|im_end|> then <|endoftext|>, pad id) of a tokenizer with lmbuild's template."""
-    eos = [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(EOT)]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[1]
+    """(eos ids, pad id) of a tokenizer with lmbuild's template: generation stops on <|im_end|>
+    and on the tokenizer's own eos (<|endoftext|> in lmbuild's tokenizers; a started-from model's
+    `</s>` or the like). Pad: the tokenizer's pad, else its eos, else <|im_end|>."""
+    im_end = tok.convert_tokens_to_ids(IM_END)
+    own = tok.eos_token_id
+    eos = [im_end] + ([own] if own is not None and own != im_end else [])
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos[-1]
     return eos, pad

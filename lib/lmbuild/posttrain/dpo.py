@@ -15,18 +15,19 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
 from ..lm.chat import chat_ids
 from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
 from ..lm.logprobs import completion_logps, sequence_logps
-from ..lm.model import choose_attention, load_model
+from ..lm.model import choose_attention
 from ..lm.precision import precision_context
+from ..lm.start_model import start_model, start_tokenizer, weights_id
 from ..lm.task_setup import heldout
 from ..params import ParamsError, training_seed
 from ..shards import atomic_dir
 from ..stats import mean_stderr
 from ..train.data import EpochOrder, rank_samples
+from ..train.lora import maybe_lora
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
 from .pairs import (assign_splits, encode_pair, from_files, link_mismatched, on_policy, pair_tensors,
@@ -41,9 +42,10 @@ def build_pairs(params: dict, *, ref_model: Path, out_dir: Path, root: Path = Pa
     iterative DPO pass their own)."""
     pp, tp = params["dpo"]["pairs"], params["tasks"]
     seed = training_seed(params, "dpo.pairs") if seed is None else seed
-    tok = AutoTokenizer.from_pretrained(ref_model)
+    # dpo.init_model, prepared as dpo prepares it (same template, tokens, embeddings): the reference
+    tok, info = start_tokenizer(ref_model, "dpo.init_model")
     eos_ids, pad_id = chat_ids(tok)
-    model = load_model(ref_model, "sdpa")
+    model = start_model(ref_model, tok, info, "sdpa")
     stats: dict = {}
     if pp["source"] == "on_policy":
         records, stats = on_policy(model, tok, tp, pp, seed, eos_ids, pad_id)
@@ -84,7 +86,8 @@ def build_pairs(params: dict, *, ref_model: Path, out_dir: Path, root: Path = Pa
             "chosen_tokens_mean": _mean([len(r["chosen_ids"]) for r in rows]),
             "rejected_tokens_mean": _mean([len(r["rejected_ids"]) for r in rows]),
             "ref_logp_chosen_mean": _mean([r["ref_chosen"] for r in rows]),
-            "ref_logp_rejected_mean": _mean([r["ref_rejected"] for r in rows])}
+            "ref_logp_rejected_mean": _mean([r["ref_rejected"] for r in rows]),
+            "start_model": info}
 
 
 def _mean(xs) -> float:
@@ -179,10 +182,10 @@ def _train_round(params: dict, *, init_model: Path, pairs_dir: Path, out_model: 
     rows = [json.loads(line) for line in (pairs_dir / PAIR_FILE).read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"]
     val = [r for r in rows if r["split"] == "val"]
-    tok = AutoTokenizer.from_pretrained(init_model)
+    tok, start_info = start_tokenizer(init_model, "dpo.init_model")
     eos_ids, pad_id = chat_ids(tok)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    model = load_model(init_model, choose_attention(p["attn_implementation"], device))
+    model = start_model(init_model, tok, start_info, choose_attention(p["attn_implementation"], device))
     tests = heldout(tp, params["common"]["seed"])
     prompts = task_prompts(tok, tests)
 
@@ -195,6 +198,9 @@ def _train_round(params: dict, *, init_model: Path, pairs_dir: Path, out_model: 
 
     with precision_context(p["precision"], device):  # as the trained model is measured
         start = accuracy(model, start_items)
+    # LoRA: adapters train, the export is merged; the reference log-probs are cached, so no
+    # second model is needed
+    model, export = maybe_lora(model, p, "dpo", seed)
     order = EpochOrder(len(train), seed)
 
     def batches(step, rank, world, micro):
@@ -237,8 +243,8 @@ def _train_round(params: dict, *, init_model: Path, pairs_dir: Path, out_model: 
     width = max(len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in train)
     job = Job(stage="dpo", params=p, seed=seed, model=model, batches=batches, total_steps=total_steps,
               samples_per_epoch=len(train), seq_len=width, evaluate=evaluate,
-              fingerprint_inputs={"init_model": init_model / "model.safetensors", "pairs": pairs_dir / PAIR_FILE},
-              tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
+              fingerprint_inputs={"init_model": weights_id(init_model), "pairs": pairs_dir / PAIR_FILE},
+              tokenizer_dir=init_model, tokenizer=tok, export=export, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=loss_fn, code_dirs=[Path(__file__).parent],
               log_params={"loss": kind, **{f"loss_{k}": v for k, v in hp.items()}, "rpo_alpha": p["rpo_alpha"],
                           "pairs": len(train)})
@@ -248,4 +254,4 @@ def _train_round(params: dict, *, init_model: Path, pairs_dir: Path, out_model: 
             "train": m.pop("train"), "val": {k: v for k, v in ev.items() if not k.startswith("task_")},
             **{k: v for k, v in ev.items() if k.startswith("task_")}, "start": start,
             **paired_gains(start_items, end_items, GREEDY_FIELDS),
-            "pairs_train": len(train), "pairs_val": len(val), **m}, start_items, end_items
+            "pairs_train": len(train), "pairs_val": len(val), "start_model": start_info, **m}, start_items, end_items

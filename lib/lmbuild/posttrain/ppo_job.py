@@ -22,15 +22,16 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoModelForTokenClassification
 
 from ..lm.chat import chat_ids, encode_prompt
 from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
                              task_sampled)
 from ..lm.logprobs import completion_logps
-from ..lm.model import choose_attention, load_model
+from ..lm.model import choose_attention
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
+from ..lm.start_model import start_model, start_tokenizer, weights_id
 from ..lm.task_setup import heldout, training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
@@ -67,16 +68,20 @@ class PolicyAndValue(nn.Module):
         return self.policy.generate(*args, **kwargs)
 
 
-def load_value_model(path: Path, policy_vocab: int, attn: str) -> nn.Module:
+def load_value_model(path: Path, policy_vocab: int, attn: str, grow: bool = False) -> nn.Module:
     """A one-output token-classification model over the transformer stored at `path` (the
     reward model's directory: its score head becomes the value head; or the starting model: a
-    new head). Its vocabulary must be the policy's: both read the same token ids."""
+    new head). Its vocabulary must be the policy's: both read the same token ids; `grow` (the
+    starting model's own directory, whose tokenizer got the chat tokens) resizes it to match."""
     try:
         value = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, attn_implementation=attn,
                                                                 dtype=torch.float32)
     except (ValueError, OSError) as exc:
         raise ParamsError([f"params.yaml: rlvr.ppo.value_init: {path} cannot hold a value head ({exc})"]) from None
     vocab = value.get_input_embeddings().weight.shape[0]
+    if grow and vocab < policy_vocab:
+        value.resize_token_embeddings(policy_vocab, mean_resizing=True)
+        vocab = policy_vocab
     if vocab != policy_vocab:
         raise ParamsError([f"params.yaml: rlvr.ppo.value_init: {path} has a vocabulary of {vocab} tokens, the "
                            f"policy {policy_vocab}; the value model must share the policy's tokenizer"])
@@ -206,13 +211,14 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     if p["checkpoint"]["every_steps"] % mu:
         raise ParamsError([f"params.yaml: rlvr.checkpoint.every_steps ({p['checkpoint']['every_steps']}) must be a "
                            f"multiple of rlvr.updates_per_batch ({mu}), so a resumed run restarts at a sampling round"])
-    tok = AutoTokenizer.from_pretrained(init_model)
+    tok, start_info = start_tokenizer(init_model, "rlvr.init_model")
     eos_ids, pad_id = chat_ids(tok)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     attn = choose_attention(p["attn_implementation"], device)
-    policy = load_model(init_model, attn)
-    model = PolicyAndValue(policy, load_value_model(value_init, policy.get_input_embeddings().weight.shape[0], attn))
-    ref = load_model(init_model, attn).to(device).eval()
+    policy = start_model(init_model, tok, start_info, attn)
+    model = PolicyAndValue(policy, load_value_model(value_init, policy.get_input_embeddings().weight.shape[0], attn,
+                                                    grow=value_init == init_model))
+    ref = start_model(init_model, tok, start_info, attn).to(device).eval()
     pool = training_examples(tp, p["prompts_per_family"], seed)
     pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
     order = EpochOrder(len(pool), seed)
@@ -275,9 +281,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     job = Job(stage="rlvr", params=p, seed=seed, model=model, batches=batches, total_steps=p["steps"] * mu,
               samples_per_epoch=len(pool) * mu, seq_len=max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
               evaluate=lambda m, dev, ac, shard: accuracy(m.policy),
-              fingerprint_inputs={"init_model": init_model / "model.safetensors",
-                                  "value_init": value_init / "model.safetensors"},
-              tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
+              fingerprint_inputs={"init_model": weights_id(init_model), "value_init": weights_id(value_init)},
+              tokenizer_dir=init_model, tokenizer=tok, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=make_loss(p, pp), code_dirs=[Path(__file__).parent],
               export=lambda m: m.policy,
               log_params={"algorithm": "ppo", "group_size": G, "updates_per_batch": mu, "prompts_in_pool": len(pool),
@@ -289,4 +294,4 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
             "algorithm_settings": {"algorithm.ppo": 1, **{k: float(v) for k, v in pp.items() if k != "value_init"},
                                    "value_init_reward_model": int(pp["value_init"] == "reward_model")},
             **paired_gains(start_items["greedy"], end_items["greedy"], GREEDY_FIELDS),
-            **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS), **m}
+            **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS), "start_model": start_info, **m}

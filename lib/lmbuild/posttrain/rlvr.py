@@ -21,15 +21,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
 from ..lm.chat import chat_ids, encode_prompt
 from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
                              task_sampled)
 from ..lm.logprobs import completion_logps
-from ..lm.model import choose_attention, load_model
+from ..lm.model import choose_attention
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
+from ..lm.start_model import start_model, start_tokenizer, weights_id
 from ..lm.task_setup import heldout, training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
@@ -48,12 +48,12 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     if p["checkpoint"]["every_steps"] % mu:
         raise ParamsError([f"params.yaml: rlvr.checkpoint.every_steps ({p['checkpoint']['every_steps']}) must be a "
                            f"multiple of rlvr.updates_per_batch ({mu}), so a resumed run restarts at a sampling round"])
-    tok = AutoTokenizer.from_pretrained(init_model)
+    tok, start_info = start_tokenizer(init_model, "rlvr.init_model")
     eos_ids, pad_id = chat_ids(tok)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     attn = choose_attention(p["attn_implementation"], device)
-    model = load_model(init_model, attn)
-    ref = load_model(init_model, attn).to(device).eval() if algo["kl_coef"] > 0 else None
+    model = start_model(init_model, tok, start_info, attn)
+    ref = start_model(init_model, tok, start_info, attn).to(device).eval() if algo["kl_coef"] > 0 else None
     pool = training_examples(tp, p["prompts_per_family"], seed)
     pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
     order = EpochOrder(len(pool), seed)
@@ -196,8 +196,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     job = Job(stage="rlvr", params=p, seed=seed, model=model, batches=batches, total_steps=total_steps,
               samples_per_epoch=len(pool) * mu, seq_len=max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
               evaluate=lambda m, dev, ac, shard: accuracy(m),
-              fingerprint_inputs={"init_model": init_model / "model.safetensors"},
-              tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
+              fingerprint_inputs={"init_model": weights_id(init_model)},
+              tokenizer_dir=init_model, tokenizer=tok, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=loss_fn, code_dirs=[Path(__file__).parent],
               log_params={"group_size": G, "updates_per_batch": mu, "prompts_in_pool": len(pool),
                           **{f"algo_{k}": v for k, v in algo.items()}})
@@ -207,4 +207,4 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
             **paired_gains(start_items["greedy"], end_items["greedy"], GREEDY_FIELDS),
             **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS),
-            "algorithm_settings": settings_metrics(algo), **m}
+            "algorithm_settings": settings_metrics(algo), "start_model": start_info, **m}

@@ -9,16 +9,17 @@ import math
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
 from ..lm.chat import chat_ids
 from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
-from ..lm.model import choose_attention, load_model
+from ..lm.model import choose_attention
 from ..lm.precision import precision_context
+from ..lm.start_model import start_model, start_tokenizer, weights_id
 from ..lm.task_setup import heldout
 from ..params import training_seed
 from ..shards import atomic_dir
 from ..train.data import EpochOrder, rank_samples
+from ..train.lora import maybe_lora
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
 from .packing import model_inputs, pack
@@ -56,7 +57,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
     # those of common.seed, so runs with different training seeds are scored on the same items
     seed, eval_seed = training_seed(params, "sft"), params["common"]["seed"]
     L = p["seq_len"]
-    tok = AutoTokenizer.from_pretrained(init_model)
+    # any causal-LM directory (sft.init_model): its tokenizer gets lmbuild's chat template if it lacks one
+    tok, start_info = start_tokenizer(init_model, "sft.init_model")
     eos_ids, pad_id = chat_ids(tok)
     data = build(p["sources"], tp, tok, L, seed, root, heldout_seed=eval_seed)
     if not data.train:
@@ -72,7 +74,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
 
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     attn = choose_attention(p["attn_implementation"], device)
-    model = load_model(init_model, attn)
+    model = start_model(init_model, tok, start_info, attn)
     if L > model.config.max_position_embeddings:
         raise ValueError(f"params.yaml: sft.seq_len ({L}) exceeds the model's max length "
                          f"({model.config.max_position_embeddings})")
@@ -89,6 +91,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
 
     with precision_context(p["precision"], device):  # as the trained model is measured
         start = accuracy(model, start_items)
+    model, export = maybe_lora(model, p, "sft", seed)  # LoRA: adapters train, the export is merged
     order = EpochOrder(len(train.input_ids), seed)
 
     def batches(step, rank, world, micro):
@@ -108,8 +111,9 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
     total_steps = max(1, math.ceil(p["epochs"] * len(train.input_ids) / p["batch_size"]))
     job = Job(stage="sft", params=p, seed=seed, model=model, batches=batches, total_steps=total_steps,
               samples_per_epoch=len(train.input_ids), seq_len=L, evaluate=evaluate,
-              fingerprint_inputs={"init_model": init_model / "model.safetensors", "sft_data": data_out / "train.jsonl"},
-              tokenizer_dir=init_model, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
+              fingerprint_inputs={"init_model": weights_id(init_model), "sft_data": data_out / "train.jsonl"},
+              tokenizer_dir=init_model, tokenizer=tok, export=export, out_model=out_model, ckpt_dir=ckpt_dir,
+              live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=packed_loss, code_dirs=[Path(__file__).parent],
               log_params={"rows": len(train.input_ids), "examples": len(data.train)})
     m = run_job(job)
@@ -122,5 +126,5 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
         "start": start, **paired_gains(start_items, end_items, GREEDY_FIELDS),
         "examples": len(data.train), "val_examples": len(data.val), "rejected": len(data.rejects),
         "packed_rows": len(train.input_ids), "packing_fill": train.fill, "truncated_examples": train.n_truncated,
-        "sources": data.per_source, **m,
+        "sources": data.per_source, "start_model": start_info, **m,
     }

@@ -13,8 +13,9 @@ from ..shards import atomic_dir
 
 
 def export_model(model: torch.nn.Module, tokenizer_dir: Path | str, out: Path | str,
-                 eos_ids: list[int], pad_id: int) -> None:
-    """eos_ids: generation stops on any of them (chat stages: <|im_end|> and <|endoftext|>)."""
+                 eos_ids: list[int], pad_id: int, tokenizer=None) -> None:
+    """eos_ids: generation stops on any of them (chat stages: <|im_end|> and <|endoftext|>).
+    tokenizer: a tokenizer object to save instead of loading tokenizer_dir's."""
     with atomic_dir(out) as tmp:
         model.config.use_cache = True
         if model.can_generate():
@@ -27,4 +28,4 @@ def export_model(model: torch.nn.Module, tokenizer_dir: Path | str, out: Path | 
             model.config.pad_token_id = pad_id
         model.save_pretrained(tmp, safe_serialization=True)
         # the tokenizer's own files only: tokenizer_dir may be a model directory (the previous stage's)
-        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+        (tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(tokenizer_dir)).save_pretrained(tmp)

@@ -91,8 +91,12 @@ class Job:
     # after_eval(values) (called after every validation) and log_values() (logged at log steps);
     # pretrain's training-time mixture (mixture_job.MixtureJob) is one
     hooks: Any = None
-    # optional: the module to export, given the trained one (PPO's policy out of policy + value)
-    export: Callable | None = None
+    # optional: the module to export, from the trained one (LoRA: the base with the adapters
+    # merged, lmbuild.train.lora.merged); None exports the trained model itself
+    export: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+    # optional: a tokenizer object to save with the model instead of tokenizer_dir's files (a start
+    # model whose tokenizer got lmbuild's chat template, lmbuild.lm.start_model)
+    tokenizer: Any = None
 
 
 def _prune_live(live_dir: Path, last_step: int) -> None:
@@ -264,6 +268,7 @@ def run(job: Job) -> dict:
     shard = Shard(rank, world, accelerator)
 
     counts = count_params(raw_model)
+    trainable = sum(q.numel() for q in raw_model.parameters() if q.requires_grad)  # LoRA: the adapters only
     cfg = raw_model.config
     # matmul parameters: the layers plus the output head (counted once more when tied)
     matmul = counts["non_embedding"] + (counts["embedding"] if cfg.tie_word_embeddings else 0)
@@ -273,6 +278,7 @@ def run(job: Job) -> dict:
 
     live = _open_live(job, st, resumed, {
         "total_steps": total_steps, "world_size": world, "accum": accum, "params_total": counts["total"],
+        "params_trainable": trainable,
         "numerics": numerics.describe(device, p["precision"])}) if main else None
 
     stop_after = int(os.environ.get("LMBUILD_STOP_AFTER_STEPS", "0") or 0)
@@ -363,7 +369,8 @@ def run(job: Job) -> dict:
         last_eval = job.evaluate(raw_model, device, accelerator.autocast, shard)
     accelerator.wait_for_everyone()
     if main:
-        export_model(job.export(raw_model) if job.export else raw_model, job.tokenizer_dir, job.out_model, job.eos_ids, job.pad_id)
+        export_model(job.export(raw_model) if job.export else raw_model, job.tokenizer_dir, job.out_model,
+                     job.eos_ids, job.pad_id, tokenizer=job.tokenizer)
         if live:
             live.end()
     tps = st["tokens"] / max(st["train_time"], 1e-9)
@@ -384,6 +391,7 @@ def run(job: Job) -> dict:
         "loss_spikes": st["spikes"],
         "parameters": counts["total"],
         "parameters_non_embedding": counts["non_embedding"],
+        "parameters_trainable": trainable,
         "world_size": world,
         "numerics": numerics.numbers(device, p["precision"]),
     }
