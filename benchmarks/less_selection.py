@@ -101,13 +101,16 @@ def summary(vals: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, default=REPO / "models" / "anneal", help="the sft starting model (dvc repro anneal)")
+    ap.add_argument("--model", type=Path, default=REPO / "models" / "anneal",
+                    help="the sft starting model (dvc repro anneal)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
     ap.add_argument("--target", default="reverse")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--per-family", type=int, default=600, help="task demonstrations per family, and rows per distractor")
+    ap.add_argument("--per-family", type=int, default=600,
+                    help="task demonstrations per family, and rows per distractor")
     ap.add_argument("--fraction", type=float, default=0.05)
-    ap.add_argument("--epochs", type=float, default=100.0, help="epochs over the selected share (the whole pool: x fraction)")
+    ap.add_argument("--epochs", type=float, default=100.0,
+                    help="epochs over the selected share (the whole pool: x fraction)")
     ap.add_argument("--projection-dim", type=int, default=1024)
     ap.add_argument("--methods", nargs="+", default=["less", "random", "none"])
     ap.add_argument("--distractors", nargs="*", default=["wrong", "chat"], choices=["wrong", "chat"])
