@@ -28,6 +28,7 @@ class SftData:
     train: list[tuple[list[int], list[int]]] = field(default_factory=list)
     val: list[tuple[list[int], list[int]]] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)    # {"source", "messages"} per train example, in order
+    families: list[str | None] = field(default_factory=list)  # task family per train example (None: a file's)
     rejects: list[dict] = field(default_factory=list)    # {"source", "location", "reason"}
     per_source: dict[str, dict] = field(default_factory=dict)
 
@@ -53,7 +54,9 @@ def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int,
                                     "assistant_tokens": 0, "tokens": 0}
         if src["type"] == "tasks":
             n = src.get("count") or 1000
-            train_convs = [_task_messages(ex) for ex in training_examples(tasks_params, n, seed)]
+            train_exs = training_examples(tasks_params, n, seed)
+            train_convs = [_task_messages(ex) for ex in train_exs]
+            train_fams = [ex.family for ex in train_exs]
             val_convs = [_task_messages(ex) for ex in heldout(tasks_params, seed if heldout_seed is None else heldout_seed)]
         else:
             if not src.get("path"):
@@ -72,8 +75,9 @@ def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int,
                                    f"({len(rejects)} rejected); see data/sft/rejected.jsonl"])
             want = src["count"] if src.get("count") else round(src.get("weight", 1.0) * len(pool))
             train_convs = [pool[i] for i in _choose(len(pool), want, seed, name)]
+            train_fams = [None] * len(train_convs)
         for convs, target, is_train in ((train_convs, data.train, True), (val_convs, data.val, False)):
-            for messages in convs:
+            for k, messages in enumerate(convs):
                 enc = encode_conversation(tok, messages, seq_len)
                 if enc is None:
                     stats["dropped_by_truncation"] += 1
@@ -81,6 +85,7 @@ def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int,
                 target.append(enc)
                 if is_train:
                     data.records.append({"source": name, "messages": messages})
+                    data.families.append(train_fams[k])
                     stats["examples"] += 1
                     stats["tokens"] += len(enc[0])
                     stats["assistant_tokens"] += sum(1 for t in enc[1] if t != -100)
