@@ -208,3 +208,38 @@ def test_easy_preferences_are_learned(base, tmp_path, monkeypatch):
     assert met["pairs_val"] == 40 and met["steps"] == 30
     assert met["accuracy"] >= 0.9, met["accuracy"]
     assert met["margin"] > 0 and met["accuracy_stderr"] < 0.1
+
+
+@pytest.mark.slow
+def test_methods_study_runs_and_ranks_against_sft(rm_chain, tmp_path):
+    """studies/dvc.yaml's methods study on the tiny chain: the baseline evaluation, a dpo method
+    over two seeds (one models/sft start, its own model and metrics per run), and the fit's table
+    against sft with the shared figures (held-out reward, judged win rate)."""
+    import shutil
+    shutil.copytree(rm_chain.root, tmp_path / "p", symlinks=True)
+    root = tmp_path / "p"
+    params = chain_params(studies={"methods": {"seeds": [1, 2], "runs": {
+        "dpo": {"stage": "dpo", "params": {"epochs": 0.5}}}}})
+    make_project(root, params)
+    for args in (["baseline"], ["dpo", "1"], ["dpo", "2"], ["fit"]):
+        _study(root, args)
+    base = json.loads((root / "studies/methods/baseline.json").read_text())
+    assert base["win_rate"] == 0.5 and "heldout_reward" in base
+    one = json.loads((root / "studies/methods/runs/dpo-1/metrics.json").read_text())
+    assert one["method"] == "dpo" and one["seed"] == 1 and 0 <= one["win_rate"] <= 1
+    assert one["start_task_accuracy"] == json.loads((root / "metrics/sft.json").read_text())["task_accuracy"]
+    assert (root / "studies/methods/runs/dpo-1/model/model.safetensors").is_file()
+    assert not (root / "studies/methods/runs/dpo-1.ckpt").exists()
+    met = json.loads((root / "metrics/study_methods.json").read_text())
+    assert met["task_accuracy.sft.runs"] == 2 and met["task_accuracy.dpo.runs"] == 2
+    assert "win_rate.dpo.diff_stderr" in met and "heldout_reward.sft.mean" in met
+    assert "| dpo | 2 |" in (root / "studies/methods/report.md").read_text()
+
+
+def _study(root, args):
+    import subprocess
+    import sys
+    from conftest import stage_env
+    p = subprocess.run([sys.executable, "-m", "stages.study_method", *args], cwd=root, env=stage_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]

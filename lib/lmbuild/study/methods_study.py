@@ -69,7 +69,15 @@ def run_method(params: dict, name: str, seed: int, *, evaluate_shared) -> dict:
     dirs = dict(out_model=out / "model", ckpt_dir=scratch, live_dir=out / "live")
     t0 = time.perf_counter()
     if stage == "dpo":
-        m = dpo.run(job_params, init_model=SFT, pairs_dir=Path("data/dpo"), rounds_dir=scratch / "rounds", **dirs)
+        pairs_dir = Path("data/dpo")
+        if "pairs" in params["studies"]["methods"]["runs"][name]["params"]:
+            # its own pair set (e.g. another scorer): sampled from models/sft with dpo_pairs' seed, so
+            # the candidates are dpo_pairs' own and only what the method changes differs
+            pairs_dir = scratch / "pairs"
+            pm = dpo.build_pairs(job_params, ref_model=SFT, out_dir=pairs_dir)
+        m = dpo.run(job_params, init_model=SFT, pairs_dir=pairs_dir, rounds_dir=scratch / "rounds", **dirs)
+        if pairs_dir != Path("data/dpo"):
+            m.update({f"pair_set_{k}": v for k, v in pm.items() if isinstance(v, (int, float))})
     elif section["algorithm"] == "ppo":
         scorer, rm = ppo_job.make_scorer(job_params)
         m = ppo_job.run(job_params, init_model=SFT, scorer=scorer, reward_model=rm, **dirs)
