@@ -154,9 +154,9 @@ def fit(params: dict, runs: dict[str, dict], baseline_figures: dict[str, float])
         seeds = sorted({s for v in values.values() for s in v})
         if fig in baseline_figures:
             values["sft"] = {s: float(baseline_figures[fig]) for s in seeds}
-        base = "sft" if "sft" in values else cfg["baseline_method"]
-        if base not in values:
-            continue
+        # sft where it has the figure; else studies.methods.baseline_method, or the first method by name
+        base = "sft" if "sft" in values else cfg["baseline_method"] if cfg["baseline_method"] in values \
+            else sorted(values)[0]
         rows = rank(values, base, higher_is_better=higher)
         metrics[fig] = {row.recipe: {"mean": row.mean, "sd": row.sd, "stderr": row.se, "runs": row.n,
                                      "diff": row.diff, "diff_stderr": row.diff_se,
