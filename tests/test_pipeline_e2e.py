@@ -183,7 +183,8 @@ def bump_one_param(params: dict, section: str) -> None:
     """Change the first number at the top of a section (seeds, sizes, ratios)."""
     for key, value in params[section].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            params[section][key] = value + 1 if isinstance(value, int) else value * 0.9
+            # (a float 0.0, as reward_model.center_coef, x 0.9 would not change)
+            params[section][key] = value + 1 if isinstance(value, int) else value * 0.9 if value else 0.1
             return
     raise AssertionError(f"params.yaml: {section} has no top-level number to change in this test")
 
