@@ -164,6 +164,19 @@ def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(dvc_bin), *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
 
 
+def _resolved(dep: str) -> str:
+    """A dep as DVC reads it: `${sft.init_model}` is params.yaml's value (the start model)."""
+    import re
+    import yaml
+    m = re.fullmatch(r"\$\{([a-z_.]+)\}", dep)
+    if not m:
+        return dep
+    node = yaml.safe_load((REPO / "params.yaml").read_text())
+    for part in m.group(1).split("."):
+        node = node[part]
+    return node
+
+
 def downstream_of(section: str) -> set[str]:
     """Stages that use a params section, plus every stage that depends on their outputs."""
     stages = PIPELINE
@@ -173,7 +186,7 @@ def downstream_of(section: str) -> set[str]:
     while changed:
         changed = False
         for name, st in stages.items():
-            if name not in hit and any(d in outs[h] for h in hit for d in st["deps"]):
+            if name not in hit and any(_resolved(d) in outs[h] for h in hit for d in st["deps"]):
                 hit.add(name)
                 changed = True
     return hit
