@@ -351,3 +351,79 @@ def test_truncated_input_shard_is_named_not_a_traceback(reference_run, tmp_path,
     assert proc.returncode != 0
     assert str(victim.relative_to(tmp_path)) in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, demo_params, monkeypatch):
+    """Recipes built from the first stage they change, on the main pipeline's held-out set;
+    the default recipe rebuilt from raw gives the main pipeline's tokens byte for byte; proxies
+    and the fit rank the recipes with standard errors."""
+    import importlib
+
+    import pyarrow.parquet as pq
+
+    from lmbuild.study import data_ablation
+
+    root, _ = reference_run
+    proj = tmp_path / "p"
+    for sub in ("data", "models", "metrics", "assets"):
+        shutil.copytree(root / sub, proj / sub, symlinks=True)
+    params = copy.deepcopy(demo_params)
+    params["studies"]["proxy"] = {**params["studies"]["proxy"], "max_tokens": 8192, "log_every": 2,
+                                  "schedule": {"kind": "cosine", "warmup_steps": 1, "min_lr_ratio": 0.1},
+                                  "eval": {"every_steps": 4, "blocks_per_domain": 1}}
+    no_dedup = {"dedup": {"exact": {"enabled": False}, "minhash": {"enabled": False},
+                          "paragraphs": {"enabled": False}}}
+    params["studies"]["ablation"] = {"seeds": [1, 2], "baseline": "default", "size": "proxy",
+                                     "recipes": {"default": {}, "no_dedup": no_dedup}}
+    Project(proj).write_params(params)
+    monkeypatch.chdir(proj)
+    monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
+
+    def stage(*args):
+        monkeypatch.setattr(sys, "argv", ["study_ablation", *args])
+        importlib.import_module("stages.study_ablation").main()
+
+    stage("data", "default")
+    stage("data", "no_dedup")
+    ab = proj / "studies/ablation/data"
+    assert json.loads((ab / "default/recipe.json").read_text())["tokens"] == "data/tokens"
+    rec = json.loads((ab / "no_dedup/recipe.json").read_text())
+    assert rec["start"] == "dedup" and rec["stages"]["dedup"]["documents_kept"] == rec["stages"]["dedup"]["documents_in"]
+    main_val = set(pq.read_table(proj / "data/mix/val").column("id").to_pylist())
+    trained = set(pq.read_table(ab / "no_dedup/tokens/pretrain/index.parquet").column("id").to_pylist())
+    assert main_val and not main_val & trained  # the main held-out documents stay held out
+    assert tree_digest(ab / "no_dedup/tokens/val") == tree_digest(proj / "data/tokens/val")
+    # the default recipe forced through every data stage is the main pipeline's data, byte for byte
+    first_changed = data_ablation.first_changed
+    monkeypatch.setattr(data_ablation, "first_changed", lambda *a: "filter")
+    forced = data_ablation.build_recipe(load_all(proj), "default", tmp_path / "forced")
+    assert forced["start"] == "filter"
+    for split in ("pretrain", "anneal", "val"):
+        assert tree_digest(tmp_path / "forced/default/tokens" / split) == tree_digest(proj / "data/tokens" / split)
+    monkeypatch.setattr(data_ablation, "first_changed", first_changed)
+
+    for recipe in ("default", "no_dedup"):
+        for seed in ("1", "2"):
+            stage("proxy", recipe, seed)
+    stage("fit")
+    m = json.loads((proj / "metrics/study_ablation.json").read_text())
+    assert m["seeds"] == 2 and m["recipes"] == 2
+    row = m["metrics"]["bpb.all"]["no_dedup"]
+    assert row["runs"] == 2 and row["diff_stderr"] > 0 and "p" in row
+    assert "mc_acc_norm_mean" in m["metrics"] and "bpb.code" in m["metrics"]
+    suites = [json.loads((proj / f"studies/ablation/proxies/no_dedup-{s}/eval/metrics.json").read_text()) for s in (1, 2)]
+    assert row["mean"] == pytest.approx(sum(x["bpb"]["all"] for x in suites) / 2)
+    assert "| no_dedup |" in (proj / "studies/ablation/report.md").read_text()
+    # a recipe that overlays a stage the study keeps fixed is one line and exit 2
+    params["studies"]["ablation"]["recipes"]["tok"] = {"tokenize": {"vocab_size": 512}}
+    Project(proj).write_params(params)
+    with pytest.raises(SystemExit) as exit_:
+        stage("data", "tok")
+    assert exit_.value.code == 2
+
+
+def load_all(root: Path) -> dict:
+    from lmbuild.params import load_params
+    from stages.study_ablation import SECTIONS
+
+    return load_params("studies", root / "params.yaml", shared=SECTIONS)

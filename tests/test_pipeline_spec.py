@@ -74,7 +74,8 @@ def test_lib_deps_are_exactly_the_imports():
     for name, st in studies["stages"].items():
         body = st.get("do", st)
         assert body["wdir"] == ".." and body["desc"] and body["cmd"].split()[2] in (
-            "stages.study_proxy", "stages.study_fit", "stages.study_method"), name
+            "stages.study_proxy", "stages.study_fit", "stages.study_method",
+                            "stages.study_ablation"), name
         assert f"{body['cmd'].split()[2].replace('.', '/')}.py" in body["deps"], name
 
 

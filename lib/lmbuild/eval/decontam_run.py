@@ -105,9 +105,10 @@ def _overlap(index: EvalIndex, items: np.ndarray) -> dict:
     return {n: float(hit[s]) / index.checked[s] if index.checked[s] else 0.0 for s, n in enumerate(index.names)}
 
 
-def decontaminate(params: dict, mix_dir: Path, out_dir: Path) -> dict:
+def decontaminate(params: dict, mix_dir: Path, out_dir: Path, val_dir: Path | None = None) -> dict:
+    """val_dir: the held-out documents of the eval sets (default mix_dir/val)."""
     cfg, c = params["decontaminate"], params["eval"]["contamination"]
-    all_sets = eval_set_texts(params, Path(mix_dir) / "val")
+    all_sets = eval_set_texts(params, Path(mix_dir) / "val" if val_dir is None else Path(val_dir))
     chosen = check_sets(cfg, sorted(all_sets))
     index = EvalIndex({n: all_sets[n] for n in chosen}, n=c["ngram"], min_tokens=c["min_tokens"])
     splits = [s for s in cfg["splits"] if (Path(mix_dir) / s).is_dir()]

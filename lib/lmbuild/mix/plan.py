@@ -104,6 +104,15 @@ def validation_mask(index: Index, val: dict, seed: int) -> np.ndarray:
     return mask
 
 
+def heldout_mask(index: Index, val_dir: Path) -> np.ndarray:
+    """The documents of `index` whose id is in the val split at val_dir (another mix's)."""
+    shards = sorted(Path(val_dir).glob("*/*.parquet"))
+    if not shards:
+        raise MixError(f"{val_dir}: no held-out shards to keep; run the main pipeline's mix first (dvc repro mix)")
+    ids = [i for path in shards for batch in read_batches(path, columns=["id"]) for i in batch.column("id").to_pylist()]
+    return np.isin(np.asarray(index.ids, dtype=object), np.asarray(ids, dtype=object))
+
+
 @dataclass
 class SplitPlan:
     repeats: np.ndarray  # per document of the index

@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from ..executor import map_tasks
 from ..shards import ShardWriter, atomic_dir, list_shards, read_batches
-from .plan import SPLITS, MixError, build_index, check_request, plan_split, raters_used, shortfall_lines, \
-    validation_mask
+from .plan import SPLITS, MixError, build_index, check_request, heldout_mask, plan_split, raters_used, \
+    shortfall_lines, validation_mask
 
 
 def write_task(task: dict) -> dict:
@@ -47,7 +47,10 @@ def write_task(task: dict) -> dict:
     return counts
 
 
-def mix(params: dict, pool_dir: Path, out_dir: Path) -> tuple[dict, list[dict]]:
+def mix(params: dict, pool_dir: Path, out_dir: Path, heldout: Path | None = None) -> tuple[dict, list[dict]]:
+    """heldout: another mix's val split whose documents are held out here instead of a new draw
+    (a data ablation keeps the main pipeline's held-out set, so every recipe is scored on the
+    same documents and none of them trains on one)."""
     common, cfg = params["common"], params["mix"]
     shards = list_shards(pool_dir, "*/*.parquet")
     if not shards:
@@ -57,7 +60,7 @@ def mix(params: dict, pool_dir: Path, out_dir: Path) -> tuple[dict, list[dict]]:
     if problems:
         raise MixError("\n".join(problems))
 
-    val = validation_mask(index, cfg["val"], common["seed"])
+    val = validation_mask(index, cfg["val"], common["seed"]) if heldout is None else heldout_mask(index, heldout)
     plans = {split: plan_split(split, cfg[split], index, ~val, cfg["bytes_per_token"], common["seed"])
              for split in SPLITS}
     lines = [line for split in SPLITS for line in shortfall_lines(split, cfg[split], plans[split])]
