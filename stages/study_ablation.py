@@ -1,5 +1,5 @@
-"""study_ablation: the data ablation study (lmbuild/study/data_ablation.py), one cached DVC unit per
-recipe's data, per (recipe, seed) proxy, and the fit.
+"""study_ablation: the data ablation study's runs (lmbuild/study/data_ablation.py), one cached DVC
+unit per recipe's data and per (recipe, seed) proxy; its fit is `python -m stages.study_fit ablation`.
 
 Reads:  data/raw, data/filtered, data/dedup, data/rated, data/mix (the main pipeline's: a recipe
         starts after the last stage it leaves alone), data/tokens, models/tokenizer,
@@ -7,22 +7,18 @@ Reads:  data/raw, data/filtered, data/dedup, data/rated, data/mix (the main pipe
 Writes: data <recipe>:         studies/ablation/data/<recipe>/ (tokens/, tokenizer/, recipe.json)
         proxy <recipe> <seed>: studies/ablation/proxies/<recipe>-<seed>/ (metrics.json, model/,
                                live/, eval/metrics.json: the eval suite)
-        fit:                   studies/ablation/report.md, metrics/study_ablation.json
 Params: common, filter, dedup, rate, mix, decontaminate, tokenize, pretrain, eval, tasks, studies
-Run:    dvc repro studies/dvc.yaml:ablation_fit   (or python -m stages.study_ablation data|proxy|fit ...)
+Run:    dvc repro studies/dvc.yaml:ablation_fit   (or python -m stages.study_ablation data|proxy ...)
 """
 
-import json
 import sys
-from pathlib import Path
 
 from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.multiple_choice import TaskFileError
-from lmbuild.metrics import write_metrics
 from lmbuild.mix.plan import MixError
 from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
-from lmbuild.shards import ShardError, atomic_write_text
-from lmbuild.study.data_ablation import ROOT, build_recipe, check_ablation, fit, read_runs, run_recipe_proxy
+from lmbuild.shards import ShardError
+from lmbuild.study.data_ablation import build_recipe, check_ablation, run_recipe_proxy
 from lmbuild.study.proxies import StudyError
 from lmbuild.tokenize.run import TokenizeError
 from lmbuild.train.checkpoint import CheckpointError
@@ -31,13 +27,11 @@ from lmbuild.train.model import ModelError
 from lmbuild.train.trainer import TrainError
 
 SECTIONS = ("filter", "dedup", "rate", "mix", "decontaminate", "tokenize", "pretrain", "eval", "tasks")
-USAGE = "usage: python -m stages.study_ablation data RECIPE | proxy RECIPE SEED | fit"
-
+USAGE = "usage: python -m stages.study_ablation data RECIPE | proxy RECIPE SEED"
 
 def main() -> None:
     args = sys.argv[1:]
-    if not (args[:1] == ["fit"] and len(args) == 1 or args[:1] == ["data"] and len(args) == 2
-            or args[:1] == ["proxy"] and len(args) == 3 and args[2].isdigit()):
+    if not (args[:1] == ["data"] and len(args) == 2 or args[:1] == ["proxy"] and len(args) == 3 and args[2].isdigit()):
         print(USAGE, file=sys.stderr)
         raise SystemExit(2)
     params = load_params_or_exit("studies", shared=SECTIONS)
@@ -47,17 +41,10 @@ def main() -> None:
         if args[0] == "data":
             rec = build_recipe(params, args[1])
             summary = f"tokens in {rec['tokens']}"
-        elif args[0] == "proxy":
+        else:
             m = run_recipe_proxy(params, args[1], int(args[2]))
             summary = (f"held-out bpb {m['suite']['bpb']['all']:.4f}, cloze acc_norm "
                        f"{m['suite'].get('mc_acc_norm_mean', float('nan')):.3f}, {m['wall_time_s']:.0f} s")
-        else:
-            recipes = {p.parent.name: json.loads(p.read_text()) for p in sorted((ROOT / "data").glob("*/recipe.json"))}
-            metrics, report = fit(params, read_runs(), recipes)
-            atomic_write_text(ROOT / "report.md", report)
-            write_metrics(Path("metrics/study_ablation.json"), metrics)
-            summary = "; ".join(f"{r} {h['bpb_all_diff']:+.4f} +- {h['bpb_all_diff_stderr']:.4f} bpb"
-                                for r, h in metrics["headline"].items())
     except ParamsError as exc:
         exit_on_params_error("studies", exc)
     except (StudyError, MixError, TokenizeError, EvalDataError, TaskFileError, ShardError, TrainError, DataError,
@@ -65,7 +52,6 @@ def main() -> None:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"{name}: {summary}", file=sys.stderr)
-
 
 if __name__ == "__main__":
     main()

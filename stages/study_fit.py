@@ -3,12 +3,16 @@
 Reads:  studies/<study>/proxies/*/metrics.json, data/tokens/pool/meta.json (caps)
 Writes: mixture: studies/mixture/weights.json (pretrain.mixture.weights_file can name it),
                  studies/mixture/report.md, metrics/study_mixture.json
+        each study's report.md links its figures, written beside it (studies/<study>/*.png)
         compare, compare_full: studies/<study>/report.md, metrics/study_<study>.json
         scaling: studies/scaling/report.md, metrics/study_scaling.json
+        ablation: studies/ablation/report.md, metrics/study_ablation.json (from the recipes' proxies'
+                  eval-suite metrics, studies/ablation/proxies/*/eval/metrics.json)
 Params: common, pretrain (max_tokens: the caps of the chosen mixture), mix (the prior), studies
-Run:    python -m stages.study_fit mixture | compare | compare_full | scaling   (normally `dvc repro studies/dvc.yaml`)
+Run:    python -m stages.study_fit mixture | compare | compare_full | scaling | ablation   (normally `dvc repro studies/dvc.yaml`)
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -16,6 +20,9 @@ from lmbuild.metrics import write_metrics
 from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
 from lmbuild.shards import atomic_write_text
 from lmbuild.study.compare_study import compare
+from lmbuild.study.data_ablation import fit as ablation_fit
+from lmbuild.study.data_ablation import read_runs
+from lmbuild.study.figures import fit_figures, write_figures
 from lmbuild.study.mixture_study import fit_study, write
 from lmbuild.study.proxies import StudyError, read_proxies
 from lmbuild.study.regmix import RegmixError
@@ -37,19 +44,25 @@ def main() -> None:
             metrics, report = compare(params, proxies, "proxy size" if study == "compare" else
                                       "the demo's pretrain size")
             summary = ", ".join(f"{m} {v['mean']:.4f} +- {v['stderr']:.4f}" for m, v in metrics["mean"].items())
+        elif study == "ablation":
+            recipes = {p.parent.name: json.loads(p.read_text()) for p in sorted((ROOT / "ablation" / "data").glob("*/recipe.json"))}
+            metrics, report = ablation_fit(params, read_runs(ROOT / "ablation" / "proxies"), recipes)
+            summary = "; ".join(f"{r} {h['bpb_all_diff']:+.4f} +- {h['bpb_all_diff_stderr']:.4f} bpb"
+                                for r, h in metrics["headline"].items())
         elif study == "scaling":
             metrics, report = fit_grid(params, proxies)
             summary = (f"L = {metrics['E']:.3f} + {metrics['A']:.3g}/N^{metrics['alpha']:.3f} + "
                        f"{metrics['B']:.3g}/D^{metrics['beta']:.3f}" + (
                            f"; held-out point off by {metrics['holdout']['rel_error']:.1%}" if "holdout" in metrics else ""))
         else:
-            raise StudyError(f"unknown study {study!r} (mixture, compare, compare_full, scaling)")
+            raise StudyError(f"unknown study {study!r} (mixture, compare, compare_full, scaling, ablation)")
     except ParamsError as exc:
         exit_on_params_error("studies", exc)
     except (StudyError, RegmixError, ValueError) as exc:
         print(f"study_fit {study}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    atomic_write_text(ROOT / study / "report.md", report)
+    figures = write_figures(ROOT / study, fit_figures(study, params, proxies, metrics))
+    atomic_write_text(ROOT / study / "report.md", report + ("\n## Figures\n\n" + figures + "\n" if figures else ""))
     write_metrics(Path(f"metrics/study_{study}.json"), metrics)
     print(f"study_fit {study}: {len(proxies)} proxies; {summary}", file=sys.stderr)
 

@@ -379,9 +379,9 @@ def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, demo_para
     monkeypatch.chdir(proj)
     monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
 
-    def stage(*args):
-        monkeypatch.setattr(sys, "argv", ["study_ablation", *args])
-        importlib.import_module("stages.study_ablation").main()
+    def stage(*args, module="study_ablation"):
+        monkeypatch.setattr(sys, "argv", [module, *args])
+        importlib.import_module(f"stages.{module}").main()
 
     stage("data", "default")
     stage("data", "no_dedup")
@@ -405,7 +405,7 @@ def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, demo_para
     for recipe in ("default", "no_dedup"):
         for seed in ("1", "2"):
             stage("proxy", recipe, seed)
-    stage("fit")
+    stage("ablation", module="study_fit")
     m = json.loads((proj / "metrics/study_ablation.json").read_text())
     assert m["seeds"] == 2 and m["recipes"] == 2
     row = m["metrics"]["bpb.all"]["no_dedup"]
@@ -413,7 +413,8 @@ def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, demo_para
     assert "mc_acc_norm_mean" in m["metrics"] and "bpb.code" in m["metrics"]
     suites = [json.loads((proj / f"studies/ablation/proxies/no_dedup-{s}/eval/metrics.json").read_text()) for s in (1, 2)]
     assert row["mean"] == pytest.approx(sum(x["bpb"]["all"] for x in suites) / 2)
-    assert "| no_dedup |" in (proj / "studies/ablation/report.md").read_text()
+    report = (proj / "studies/ablation/report.md").read_text()
+    assert "| no_dedup |" in report and "![" in report and (proj / "studies/ablation/bpb_differences.png").is_file()
     # a recipe that overlays a stage the study keeps fixed is one line and exit 2
     params["studies"]["ablation"]["recipes"]["tok"] = {"tokenize": {"vocab_size": 512}}
     Project(proj).write_params(params)

@@ -39,14 +39,14 @@ class Fig:
     png: bytes
 
 
-def _new(width: float, height: float, rows: int = 1, cols: int = 1):
+def new_figure(width: float, height: float, rows: int = 1, cols: int = 1):
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, [ax for row in axes for ax in row]
 
 
-def _png(fig: Figure, dpi: int) -> bytes:
+def png_bytes(fig: Figure, dpi: int) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
@@ -92,7 +92,7 @@ def loss_figure(root: Path, stage: str, p: dict) -> Fig | None:
     domains = [n for n in live_names(root, stage, "val") if n.startswith("loss_")]
     if train is None and val is None:
         return None
-    fig, axes = _new(9.0 if domains else 5.5, 3.2, 1, 2 if domains else 1)
+    fig, axes = new_figure(9.0 if domains else 5.5, 3.2, 1, 2 if domains else 1)
     ax = axes[0]
     if train:
         _curve(ax, train, "train", TRAIN_COLOR, p["smoothing"])
@@ -107,7 +107,7 @@ def loss_figure(root: Path, stage: str, p: dict) -> Fig | None:
                 axes[1].plot(*s, marker="o", markersize=3, label=name[len("loss_"):])
         axes[1].set(title=f"{stage}: validation loss per domain", xlabel="step", ylabel="loss (nats/token)")
         axes[1].legend(loc="upper right")
-    return Fig(f"loss_{stage}", "loss", f"{stage}: training and validation loss", _png(fig, p["dpi"]))
+    return Fig(f"loss_{stage}", "loss", f"{stage}: training and validation loss", png_bytes(fig, p["dpi"]))
 
 
 # Post-training curves: panel title -> [(dvclive metric, label)]; panels with no data are left out.
@@ -138,7 +138,7 @@ def reward_figure(root: Path, stage: str, p: dict) -> Fig | None:
         return None
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = _new(4.6 * cols, 2.9 * rows, rows, cols)
+    fig, axes = new_figure(4.6 * cols, 2.9 * rows, rows, cols)
     for ax, (title, lines) in zip(axes, panels.items()):
         for label, name, (steps, values) in lines:
             line, = ax.plot(steps, values, marker="o" if len(steps) <= 20 else None, markersize=3, label=label)
@@ -148,7 +148,7 @@ def reward_figure(root: Path, stage: str, p: dict) -> Fig | None:
             ax.legend(loc="best")
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    return Fig(f"rewards_{stage}", "rewards", f"{stage}: reward curves", _png(fig, p["dpi"]))
+    return Fig(f"rewards_{stage}", "rewards", f"{stage}: reward curves", png_bytes(fig, p["dpi"]))
 
 
 def filter_figure(root: Path, p: dict) -> Fig | None:
@@ -160,7 +160,7 @@ def filter_figure(root: Path, p: dict) -> Fig | None:
         totals[r["rule"]] += r["documents"]
     ranked = sorted(((n, rule) for rule, n in totals.items() if n > 0), key=lambda t: (-t[0], t[1]))
     ranked = ranked[:p["filter_top_rules"]][::-1]  # largest at the top
-    fig, (ax,) = _new(7.5, 0.9 + 0.26 * max(len(ranked), 1))
+    fig, (ax,) = new_figure(7.5, 0.9 + 0.26 * max(len(ranked), 1))
     log = bool(ranked) and ranked[-1][0] > 30 * ranked[0][0]  # one rule dominates: log scale
     if ranked:
         ax.barh([r for _, r in ranked], [n for n, _ in ranked], color="#4c72b0", log=log)
@@ -172,7 +172,7 @@ def filter_figure(root: Path, p: dict) -> Fig | None:
     ax.set(title="filter: documents removed per rule (all sources)",
            xlabel="documents (log scale)" if log else "documents")
     ax.grid(axis="y", visible=False)
-    return Fig("filter_removals", "filter", "filter: documents removed per rule", _png(fig, p["dpi"]))
+    return Fig("filter_removals", "filter", "filter: documents removed per rule", png_bytes(fig, p["dpi"]))
 
 
 def dedup_figure(root: Path, p: dict) -> Fig | None:
@@ -180,12 +180,12 @@ def dedup_figure(root: Path, p: dict) -> Fig | None:
     if rows is None:
         return None
     rows = sorted(r for r in ((r["size"], r["clusters"]) for r in rows) if r[1] > 0)
-    fig, (ax,) = _new(5.5, 3.0)
+    fig, (ax,) = new_figure(5.5, 3.0)
     ax.bar([str(s) for s, _ in rows], [c for _, c in rows], color="#55a868")
     ax.set_yscale("log")
     ax.set(title="dedup: clusters by size (size 1 = unique documents)", xlabel="cluster size (documents)",
            ylabel="clusters (log scale)")
-    return Fig("dedup_cluster_sizes", "dedup", "dedup: cluster size distribution", _png(fig, p["dpi"]))
+    return Fig("dedup_cluster_sizes", "dedup", "dedup: cluster size distribution", png_bytes(fig, p["dpi"]))
 
 
 def rate_figure(root: Path, p: dict) -> Fig | None:
@@ -199,7 +199,7 @@ def rate_figure(root: Path, p: dict) -> Fig | None:
     raters = sorted(by)
     cols = min(2, len(raters))
     nrows = -(-len(raters) // cols)
-    fig, axes = _new(5.2 * cols, 3.2 * nrows, nrows, cols)
+    fig, axes = new_figure(5.2 * cols, 3.2 * nrows, nrows, cols)
     for ax, rater in zip(axes, raters):
         for source in sorted(by[rater]):
             bins = sorted(by[rater][source])
@@ -211,7 +211,7 @@ def rate_figure(root: Path, p: dict) -> Fig | None:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     for ax in axes[len(raters):]:
         ax.set_visible(False)
-    return Fig("rate_scores", "rate", "rate: quality-score histograms", _png(fig, p["dpi"]))
+    return Fig("rate_scores", "rate", "rate: quality-score histograms", png_bytes(fig, p["dpi"]))
 
 
 def mix_figure(root: Path, p: dict) -> Fig | None:
@@ -220,7 +220,7 @@ def mix_figure(root: Path, p: dict) -> Fig | None:
     if rows is None:
         return None
     splits = sorted({r["split"] for r in rows}, key=lambda s: ({"pretrain": 0, "anneal": 1}.get(s, 2), s))
-    fig, axes = _new(4.6 * len(splits), 3.2, 1, len(splits))
+    fig, axes = new_figure(4.6 * len(splits), 3.2, 1, len(splits))
     for ax, split in zip(axes, splits):
         part = sorted((r for r in rows if r["split"] == split), key=lambda r: r["domain"])
         x = list(range(len(part)))
@@ -230,7 +230,7 @@ def mix_figure(root: Path, p: dict) -> Fig | None:
         top = max([r["requested_share"] for r in part] + [r["achieved_share"] for r in part] + [0.01])
         ax.set(title=f"mix: {split} domain shares (tokens)", ylabel="share", ylim=(0, top * 1.3))  # room for legend
         ax.legend(loc="best")
-    return Fig("mix_shares", "mix", "mix: requested vs achieved domain shares", _png(fig, p["dpi"]))
+    return Fig("mix_shares", "mix", "mix: requested vs achieved domain shares", png_bytes(fig, p["dpi"]))
 
 
 def task_accuracy_figure(root: Path, stages: list[str], p: dict) -> Fig | None:
@@ -239,13 +239,13 @@ def task_accuracy_figure(root: Path, stages: list[str], p: dict) -> Fig | None:
     found = [(s, c) for s in stages if (c := live_series(root, s, "val/task_accuracy"))]
     if not found:
         return None
-    fig, axes = _new(3.4 * len(found), 2.9, 1, len(found))
+    fig, axes = new_figure(3.4 * len(found), 2.9, 1, len(found))
     for ax, (stage, (steps, values)) in zip(axes, found):
         ax.plot(steps, values, marker="o", markersize=3, color="#8172b2")
         _band(ax, root, stage, "val/task_accuracy", (steps, values), "#8172b2")
         ax.set(title=f"{stage}: held-out task accuracy", xlabel="step", ylim=(-0.02, 1.02))
     return Fig("task_accuracy", "task", "held-out task accuracy during post-training (95% intervals shaded)",
-               _png(fig, p["dpi"]))
+               png_bytes(fig, p["dpi"]))
 
 
 # The eval figure's panels: (title, key path in metrics/eval.json, y label).
@@ -273,11 +273,11 @@ def eval_figure(results: dict[str, dict], p: dict) -> Fig | None:
             panels.append((title, ylabel, pts))
     if not panels:
         return None
-    fig, axes = _new(3.3 * len(panels), 2.9, 1, len(panels))
+    fig, axes = new_figure(3.3 * len(panels), 2.9, 1, len(panels))
     for ax, (title, ylabel, pts) in zip(axes, panels):
         x = list(range(len(pts)))
         ax.errorbar(x, [v for _, v, _ in pts], yerr=[Z95 * e if isinstance(e, (int, float)) else 0 for _, _, e in pts],
                     fmt="o", capsize=3, color="#4c72b0")
         ax.set_xticks(x, [s for s, _, _ in pts])
         ax.set(title=title, ylabel=ylabel)
-    return Fig("eval_stages", "eval", "eval across stages: estimates with 95% intervals", _png(fig, p["dpi"]))
+    return Fig("eval_stages", "eval", "eval across stages: estimates with 95% intervals", png_bytes(fig, p["dpi"]))

@@ -69,7 +69,8 @@ def fit_study(params: dict, proxies: dict[str, dict], tokens_dir: Path) -> tuple
                "predicted_bpb": opt.predicted, "prior_predicted_bpb": opt.prior_predicted,
                "prior_observed_bpb": float(y[names.index("0")]) if "0" in names else float("nan"),
                "best_proxy_observed_bpb": float(y.min()), "caps": caps, "cv_skill_ok": int(skill > 0.3),
-               "proxy_wall_time_s": float(sum(proxies[n]["wall_time_s"] for n in names))}
+               "proxy_wall_time_s": float(sum(proxies[n]["wall_time_s"] for n in names)),
+               "points": {n: {"observed": float(obs), "predicted": float(pr)} for n, obs, pr in zip(names, y, pred)}}
     rows = ["| proxy | " + " | ".join(domains) + " | observed bpb | predicted |", "|---" * (len(domains) + 3) + "|"]
     for n, w, obs, pr in zip(names, W, y, pred):
         rows.append(f"| {n} | " + " | ".join(f"{v:.3f}" for v in w) + f" | {obs:.4f} | {pr:.4f} |")
