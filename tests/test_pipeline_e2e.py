@@ -408,9 +408,9 @@ def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, demo_para
     stage("ablation", module="study_fit")
     m = json.loads((proj / "metrics/study_ablation.json").read_text())
     assert m["seeds"] == 2 and m["recipes"] == 2
-    row = m["metrics"]["bpb.all"]["no_dedup"]
+    row = {k.rsplit(".", 1)[1]: v for k, v in m.items() if k.startswith("metrics.bpb.all.no_dedup.")}
     assert row["runs"] == 2 and row["diff_stderr"] > 0 and "p" in row
-    assert "mc_acc_norm_mean" in m["metrics"] and "bpb.code" in m["metrics"]
+    assert "metrics.mc_acc_norm_mean.no_dedup.diff" in m and "metrics.bpb.code.default.mean" in m
     suites = [json.loads((proj / f"studies/ablation/proxies/no_dedup-{s}/eval/metrics.json").read_text()) for s in (1, 2)]
     assert row["mean"] == pytest.approx(sum(x["bpb"]["all"] for x in suites) / 2)
     report = (proj / "studies/ablation/report.md").read_text()
