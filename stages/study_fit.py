@@ -20,8 +20,8 @@ from lmbuild.metrics import write_metrics
 from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
 from lmbuild.shards import atomic_write_text
 from lmbuild.study.compare_study import compare
-from lmbuild.study.data_ablation import fit as ablation_fit
-from lmbuild.study.data_ablation import read_runs
+from lmbuild.study.ablation_fit import fit as ablation_fit
+from lmbuild.study.ablation_fit import read_runs
 from lmbuild.study.figures import fit_figures, write_figures
 from lmbuild.study.mixture_study import fit_study, write
 from lmbuild.study.proxies import StudyError, read_proxies

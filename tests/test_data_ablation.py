@@ -13,7 +13,8 @@ import yaml
 from conftest import REPO
 
 from lmbuild.params import ParamsError, validate_section
-from lmbuild.study.data_ablation import check_ablation, first_changed, fit, recipe_params, suite_metrics
+from lmbuild.study.ablation_fit import fit, suite_metrics
+from lmbuild.study.data_ablation import check_ablation, first_changed, recipe_params
 
 SECTIONS = ("common", "filter", "dedup", "rate", "mix", "decontaminate", "tokenize")
 
