@@ -317,3 +317,22 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path, inputs):
     for k in ("train_loss", "val_loss", "val_loss_domain.code", "val_loss_domain.prose"):
         assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-4), k
     assert a["train_loss"] < 5.0  # it learned something, so the comparison means something
+
+
+@pytest.mark.slow
+def test_jobs_of_either_precision_run_one_after_another_in_one_process(tmp_path, inputs, monkeypatch):
+    """A study or a test session runs training jobs in one process: a bf16 job then an fp32 job
+    each get their own precision (Accelerate's process-wide state is started afresh per job)."""
+    from lmbuild.train.causal_lm import run as run_causal_lm
+    monkeypatch.setenv("LMBUILD_NO_PROGRESS", "1")
+    got = {}
+    for precision in ("bf16", "fp32"):
+        params = json.loads(json.dumps(PARAMS))
+        params["pretrain"].update(max_tokens=512, precision=precision)
+        params = {"common": params["common"], "pretrain": validate_section("pretrain", params["pretrain"])}
+        out = tmp_path / precision
+        met = run_causal_lm("pretrain", params, tokens_dir=inputs / "data/tokens", train_split="pretrain",
+                            tokenizer_dir=inputs / "models/tokenizer", out_model=out / "model",
+                            ckpt_dir=out / "ckpt", live_dir=out / "live")
+        got[precision] = met["numerics"]["bf16"]
+    assert got == {"bf16": 1, "fp32": 0}

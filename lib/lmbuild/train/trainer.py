@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, DistributedType, GradientState
 
 from . import checkpoint as ckpt
 from .export import export_model
@@ -225,11 +226,23 @@ def _forward_backward(job: Job, model, accelerator, batches: list[Batch], accum:
     return loss_sum, extras_sum, tokens
 
 
+def _accelerator(precision: str) -> Accelerator:
+    """The job's Accelerator. Accelerate keeps one process-wide state and refuses a second
+    Accelerator with another mixed precision; a process that runs jobs one after another
+    (a study, a test session) starts each job from a fresh state. A launched process
+    (several processes, one job each) keeps its state as Accelerate set it up."""
+    mixed = "bf16" if precision == "bf16" else "no"
+    state = AcceleratorState._shared_state
+    if state and state.get("distributed_type") == DistributedType.NO:
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed, cpu=not torch.accelerator.is_available())
+
+
 def run(job: Job) -> dict:
     """Train to job.total_steps (resuming a matching checkpoint), export the model; return metrics."""
     p, stage = job.params, job.stage
-    accelerator = Accelerator(mixed_precision="bf16" if p["precision"] == "bf16" else "no",
-                              cpu=not torch.accelerator.is_available())
+    accelerator = _accelerator(p["precision"])
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device = accelerator.device
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and accelerator.distributed_type.name != "FSDP" and main:
