@@ -91,15 +91,30 @@ def test_short_documents_are_one_whole_text_shingle():
     assert estimate_jaccard(sig[:, 0], long_doc) < 0.1
 
 
-def test_long_documents_span_permutation_chunks(monkeypatch):
-    from lmbuild.dedup import minhash
+def test_permute_min_is_the_minimum_of_each_affine_permutation_per_group():
+    """The compiled pass equals the definition: min over a group of (a x + b) mod 2^32, per k."""
+    rng = np.random.default_rng(2)
+    mh = MinHasher(NGRAM, 37, seed=3)
+    values = rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32)
+    starts = np.concatenate([[0], np.sort(rng.choice(np.arange(1, 5000), 40, replace=False))])
+    permuted = (mh.a[:, None].astype(np.uint64) * values + mh.b[:, None]) % 2**32
+    expected = np.minimum.reduceat(permuted, starts, axis=1).astype(np.uint32)
+    got = mh.permute_min(values, starts)
+    assert got.shape == (37, 41) and got.flags.c_contiguous
+    assert np.array_equal(got, expected)
 
+
+def test_long_documents_match_their_pieces():
+    """A long document's signature is the element-wise minimum of its shingles' in any split."""
     rng = np.random.default_rng(2)
     texts = pa.array([" ".join(f"w{i}" for i in rng.integers(0, 5000, size=int(n))) for n in (3000, 7, 1, 4000, 0, 50)])
-    full, _ = MinHasher(NGRAM, 32, seed=1).signatures(texts)
-    monkeypatch.setattr(minhash, "CHUNK_SHINGLES", 100)
-    chunked, _ = MinHasher(NGRAM, 32, seed=1).signatures(texts)
-    assert np.array_equal(full, chunked)
+    mh = MinHasher(NGRAM, 32, seed=1)
+    sh = mh.shingles(split_and_hash(texts, mh.seed))
+    whole = mh.permute_min(sh.values, sh.starts)
+    pieces = mh.permute_min(sh.values, np.arange(len(sh.values)))  # every shingle its own group
+    ends = np.append(sh.starts[1:], len(sh.values))
+    for g, (lo, hi) in enumerate(zip(sh.starts, ends)):
+        assert np.array_equal(whole[:, g], pieces[:, lo:hi].min(axis=1))
 
 
 # ---------------------------------------------------------------- the planted corpus

@@ -20,9 +20,8 @@ How a batch is processed (no Python loop over words or shingles):
 3. permutations h_k(x) = (a_k x + b_k) mod 2^32, a_k odd, i.e. random affine bijections of
    the 32-bit shingle values (the shingle values are already uniformly distributed hashes, as
    in datasketch 2's default `affine32` scheme, which permutes fmix32-mixed 32-bit SHA-1
-   prefixes the same way); computed in cache-sized blocks of permutations x shingles as a
-   uint32 matrix and reduced per document with `np.minimum.reduceat`, so memory stays bounded
-   however long the documents are.
+   prefixes the same way), and the minimum per document, in one compiled pass over the
+   shingles (numba): no (permutations x shingles) matrix is ever stored.
 
 Signatures come out permutation-major, (num_perm, documents): band k is rows
 [k r, (k+1) r), which lmbuild.dedup.lsh turns into one band key per document.
@@ -32,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -39,13 +39,24 @@ from .hashing import combine, multipliers
 from .words import Words, split_and_hash
 
 EMPTY = np.uint32(0xFFFFFFFF)
-# The permuted values are computed in blocks of PERM_ROWS permutations x CHUNK_SHINGLES
-# shingles, a 1 MiB uint32 matrix: it stays in a core's L2 cache while it is written
-# (multiply), rewritten (add) and read (reduceat). One block of all 240 permutations x 8192
-# shingles (7.5 MB) spilled to L3 and was 2x slower on an Intel Xeon (2 MiB L2 per core);
-# fewer shingles per block (4096) pay numpy's per-call and per-group costs more often.
-CHUNK_SHINGLES = 16384
-PERM_ROWS = 16
+
+@numba.njit(cache=True, nogil=True)
+def _permute_min(values, starts, a, b, out):
+    """out[g, k] = min(out[g, k], min over x in group g of (a[k] x + b[k]) mod 2^32), where group g
+    is values[starts[g]:starts[g + 1]] (the last one runs to the end). One pass over the shingles:
+    for each, all permutations at once (the inner loop over k is SIMD-vectorised by LLVM), into
+    a row of `out` that stays in L1. The uint32 product and sum wrap, which is the mod 2^32."""
+    n, groups, perms = values.shape[0], starts.shape[0], a.shape[0]
+    for g in range(groups):
+        hi = starts[g + 1] if g + 1 < groups else n
+        row = out[g]
+        for i in range(starts[g], hi):
+            x = values[i]
+            for k in range(perms):
+                v = np.uint32(a[k] * x + b[k])
+                if v < row[k]:
+                    row[k] = v
+
 
 @dataclass
 class Shingles:
@@ -120,27 +131,10 @@ class MinHasher:
 
     def permute_min(self, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """(num_perm, groups) minima of the permuted values over groups values[starts[i]:starts[i+1]]."""
-        out = np.full((self.num_perm, len(starts)), EMPTY, np.uint32)
-        if not len(values):
-            return out
-        a, b = self.a[:, None], self.b[:, None]
-        buf = np.empty((min(PERM_ROWS, self.num_perm), min(CHUNK_SHINGLES, len(values))), np.uint32)
-        group_end = np.append(starts[1:], len(values))
-        for lo in range(0, len(values), CHUNK_SHINGLES):
-            hi = min(lo + CHUNK_SHINGLES, len(values))
-            x = values[lo:hi][None, :]
-            # groups overlapping [lo, hi): the one holding lo, then those starting inside
-            g0 = int(np.searchsorted(group_end, lo, side="right"))
-            g1 = int(np.searchsorted(starts, hi, side="left"))
-            idx = np.maximum(starts[g0:g1] - lo, 0)
-            for r0 in range(0, self.num_perm, PERM_ROWS):
-                r1 = min(r0 + PERM_ROWS, self.num_perm)
-                m = buf[:r1 - r0, :hi - lo]
-                np.multiply(a[r0:r1], x, out=m)
-                np.add(m, b[r0:r1], out=m)
-                block = out[r0:r1, g0:g1]
-                np.minimum(block, np.minimum.reduceat(m, idx, axis=1), out=block)
-        return out
+        out = np.full((len(starts), self.num_perm), EMPTY, np.uint32)
+        if len(values):
+            _permute_min(values, starts.astype(np.int64), self.a, self.b, out)
+        return np.ascontiguousarray(out.T)
 
     def signatures(self, normalised: pa.Array, words: Words | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(signatures as a (num_perm, documents) uint32 matrix, words per document) of a batch
