@@ -37,6 +37,7 @@ test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[demo,dask,dev,bench]'
 	$(BIN)/python benchmarks/filter_throughput.py
 	$(BIN)/python benchmarks/langid_throughput.py
 	$(BIN)/python benchmarks/pii_backends.py

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import textstats as ts
+from .ngram_repeats import ngram_repeats
 
 if TYPE_CHECKING:  # the batch and decisions types of rules.py (which imports this module)
     from .rules import _Batch, _Decisions
@@ -108,22 +109,14 @@ def _gopher_repetition(view: _View, p: dict, decisions: _Decisions) -> None:
     if not (top or dup) or not decisions.alive.any():
         return
     view = view.restrict(decisions.alive)  # n-grams only for documents still in play
-    words = view.batch.words
-    word_doc, word_len = view.word_doc, view.word_len()
-    char_before = np.zeros(len(word_len) + 1, np.int64)
-    np.cumsum(word_len, out=char_before[1:])
-    found = {}
-    for g in ts.ngrams(word_doc, view.word_vid, view.n_words, max([*top, *dup])):
-        if g.n in top:
-            found[f"top_{g.n}_gram"] = ts.top_ngram_chars(g, word_doc, char_before, view.n_docs)
-        if g.n in dup:
-            found[f"dup_{g.n}_gram"] = ts.dup_ngram_chars(g, word_doc, char_before, view.n_docs)
-    word_chars, none = view.word_chars(), np.zeros(view.n_docs, np.int64)
+    found = dict(zip(("top", "dup"), ngram_repeats(
+        view.word_doc.astype(np.int64), view.word_vid.astype(np.int64), view.word_len().astype(np.int64),
+        view.n_words.astype(np.int64), max([*top, *dup]))))
+    word_chars = view.word_chars()
     for kind, thresholds in (("top", top), ("dup", dup)):
         for n, threshold in sorted(thresholds.items()):
-            name = f"{kind}_{n}_gram"
-            _max_rule(decisions, f"gopher_repetition.{name}",
-                      ts.ratio(found.get(name, none), word_chars), threshold)
+            _max_rule(decisions, f"gopher_repetition.{kind}_{n}_gram",
+                      ts.ratio(found[kind][n], word_chars), threshold)
 
 
 def _repeated_paragraphs(view: _View):

@@ -5,9 +5,10 @@ lines that matter into words (`split_words`): a vocabulary of the batch's distin
 integer arrays tying words to lines and lines to documents. A per-document statistic is then
 an `np.bincount` of per-line or per-word values; a per-word property (length, "has a letter",
 "ends with a full stop") is computed once per distinct word on the vocabulary and gathered.
-Repeated lines, paragraphs and n-grams are found by exact dictionary encoding of integer keys
-(`first_occurrences`), so there are no hash collisions and the results equal a plain Python
-computation over each document (lmbuild.filter.reference).
+Repeated lines and paragraphs are found by exact dictionary encoding of integer keys
+(`first_occurrences`; repeated n-grams in lmbuild.filter.ngram_repeats), so there are no hash
+collisions and the results equal a plain Python computation over each document
+(lmbuild.filter.reference).
 
 Definitions shared with the reference implementation:
 - A line break is "\\r\\n", "\\r" or "\\n"; a document of k line breaks has k + 1 lines.
@@ -247,84 +248,3 @@ def sequence_ids(item_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
     seqs = pa.Array.from_buffers(pa.binary(), len(starts),
                                  [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     return dictionary_ids(seqs)
-
-
-@dataclass
-class NGrams:
-    """The n-grams of one size n that may repeat: those whose leading and trailing (n-1)-grams
-    both repeat.
-
-    Every other n-gram of the documents occurs once, so it cannot be a repeat or a top n-gram.
-    """
-
-    n: int
-    starts: np.ndarray  # word index of each n-gram's first word, in text order
-    ids: np.ndarray  # dense ids in order of first appearance; ids differ across documents
-    first: np.ndarray  # first occurrence of its n-gram in its document
-
-
-def ngrams(word_doc: np.ndarray, word_vid: np.ndarray, doc_words: np.ndarray, n_max: int):
-    """Yield NGrams for n = 2 .. n_max over words grouped by document in text order.
-
-    The id of an n-gram is the dense id of the pair (id of its leading (n-1)-gram, id of its last
-    word), so each size costs one dictionary encoding of an integer array and ids stay exact.
-    An n-gram that occurs twice has a leading and a trailing (n-1)-gram that occur twice, so
-    only those n-grams are encoded: most of the words of a text do not start a repeated 3-gram.
-    """
-    n_words = len(word_vid)
-    doc_start = np.zeros(len(doc_words), np.int64)
-    np.cumsum(doc_words[:-1], out=doc_start[1:])
-    words_left = doc_words[word_doc] - (np.arange(n_words) - doc_start[word_doc])
-    unigram = dictionary_ids(pair_key(word_doc, word_vid))
-    starts, ids, base = np.arange(n_words), unigram, int(unigram.max(initial=-1)) + 1
-    # repeats[i]: the (n-1)-gram starting at word i occurs at least twice in its document
-    # (one spare entry, so that i + 1 is a valid index for the last word)
-    repeats = np.zeros(n_words + 1, bool)
-    for n in range(2, n_max + 1):
-        repeated = np.bincount(ids)[ids] >= 2
-        repeats[starts] = repeated
-        may_repeat = repeated & repeats[starts + 1] & (words_left[starts] >= n)
-        repeats[starts] = False  # cleared for the next size
-        starts, ids = starts[may_repeat], ids[may_repeat]
-        if len(starts) == 0:
-            return
-        ids, first = first_occurrences(ids * base + unigram[starts + n - 1])
-        yield NGrams(n, starts, ids, first)
-
-
-def top_ngram_chars(g: NGrams, word_doc: np.ndarray, char_before: np.ndarray,
-                    n_docs: int) -> np.ndarray:
-    """Per document: occurrences x characters of its most frequent n-gram, 0 if none repeats.
-
-    Characters of an n-gram are the characters of its words; among equally frequent n-grams the
-    one with most characters counts. char_before[i] is the characters of words 0..i-1.
-    """
-    if len(g.ids) == 0:
-        return np.zeros(n_docs, np.int64)
-    counts = np.bincount(g.ids)
-    first_start = g.starts[g.first]  # id k first appears at first_start[k]
-    chars = char_before[first_start + g.n] - char_before[first_start]
-    doc = word_doc[first_start]  # non-decreasing: ids appear in text order
-    big = int(char_before[-1]) + 1
-    score = counts * big + chars
-    seg = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
-    best = np.zeros(n_docs, np.int64)
-    best[doc[seg]] = np.maximum.reduceat(score, seg)
-    top_count, top_chars = best // big, best % big
-    return np.where(top_count >= 2, top_count * top_chars, 0)
-
-
-def dup_ngram_chars(g: NGrams, word_doc: np.ndarray, char_before: np.ndarray,
-                    n_docs: int) -> np.ndarray:
-    """Per document: characters of the words covered by any repeat (non-first occurrence) of an
-    n-gram, each word counted once. char_before[i] is the characters of words 0..i-1.
-
-    The repeats cover words [s, s + n) for their starts s, in text order; as all have the same
-    length, the words of one not covered by the one before are [max(s, s_prev + n), s + n), and
-    an n-gram never crosses a document boundary, so the sum runs over the repeats only.
-    """
-    s = g.starts[~g.first]
-    if len(s) == 0:
-        return np.zeros(n_docs, np.int64)
-    new_from = np.maximum(s, np.r_[0, s[:-1] + g.n])
-    return per_doc_sum(word_doc[s], char_before[s + g.n] - char_before[new_from], n_docs)
