@@ -30,7 +30,7 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
-    print(f"acquire: {metrics['documents']} documents, {metrics['bytes'] / 2**20:.1f} MB, "
+    print(f"acquire: {metrics['documents']} documents, {metrics['bytes'] / 2**20:.1f} MiB, "
           f"{metrics['quarantined']} quarantined -> {RAW}", file=sys.stderr)
 
 

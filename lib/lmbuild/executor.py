@@ -31,7 +31,7 @@ def map_tasks(fn: Callable[[Any], Any], tasks: Sequence[Any], common: dict, desc
               postfix: Callable[[Any], dict] | None = None) -> list[Any]:
     """Run fn(task) for every task and return the results in task order.
 
-    `postfix(result)` may return counters (e.g. {"docs": n, "MB": m}) that the progress bar sums.
+    `postfix(result)` may return counters (e.g. {"docs": n, "MiB": m}) that the progress bar sums.
     """
     backend = common.get("executor", "local")
     workers = max(1, int(common.get("workers", 1)))

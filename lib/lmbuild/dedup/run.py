@@ -98,7 +98,7 @@ def signature_task(task: dict) -> dict:
             key_col, row_col = _band_columns(band)
             columns[key_col], columns[row_col] = lsh.sort_band(all_keys[band], rows)
         _write_work(pa.table(columns), Path(task["bands"]))
-    return {"docs": len(words), "MB": n_bytes / 2**20, "without_words": int((words == 0).sum()),
+    return {"docs": len(words), "MiB": n_bytes / 2**20, "without_words": int((words == 0).sum()),
             "short": int(((words > 0) & (words < cfg.ngram)).sum())}
 
 
@@ -208,7 +208,7 @@ def dedup_corpus(cfg: DedupConfig, common: dict, in_dir: Path, kept_dir: Path,
         tasks = [{"shard": str(s), "cfg": cfg, "docs": str(work / "docs" / f"{k:05d}.parquet"),
                   "bands": str(work / "bands" / f"{k:05d}.parquet")} for k, s in enumerate(shards)]
         sig_results = map_tasks(signature_task, tasks, common, desc="dedup: signatures",
-                                postfix=lambda r: {"docs": r["docs"], "MB": r["MB"]})
+                                postfix=lambda r: {"docs": r["docs"], "MiB": r["MiB"]})
         counts = np.array([r["docs"] for r in sig_results], np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         docs = pa.concat_tables([pq.read_table(t["docs"]) for t in tasks])
