@@ -150,7 +150,7 @@ def main() -> int:
                   for i in range(0, len(raw), args.batch_rows)]
     norm_texts = [t for batch in normalised for t in batch.to_pylist()]
     size_mb = sum(len(t.encode()) for t in texts) / 2**20
-    print(f"documents: {len(texts)}, {size_mb:.2f} MB of UTF-8 text (MB/s below are of this original text); "
+    print(f"documents: {len(texts)}, {size_mb:.2f} MiB of UTF-8 text (MiB/s below are of this original text); "
           f"{args.ngram}-grams, {args.num_perm} permutations")
 
     minhasher = MinHasher(args.ngram, args.num_perm, seed=1)
@@ -169,13 +169,13 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in
            (("ours", runs_ours), ("bulk", runs_bulk), ("theirs", runs_theirs))}
 
-    print(f"lmbuild MinHasher:              {size_mb / t_ours:8.2f} MB/s per core ({t_ours:.2f} s)")
-    print(f"datasketch shingling + bulk:    {size_mb / t_theirs:8.2f} MB/s per core ({t_theirs:.2f} s)")
-    print(f"datasketch MinHash.bulk alone:  {size_mb / t_bulk:8.2f} MB/s per core ({t_bulk:.2f} s)")
+    print(f"lmbuild MinHasher:              {size_mb / t_ours:8.2f} MiB/s per core ({t_ours:.2f} s)")
+    print(f"datasketch shingling + bulk:    {size_mb / t_theirs:8.2f} MiB/s per core ({t_theirs:.2f} s)")
+    print(f"datasketch MinHash.bulk alone:  {size_mb / t_bulk:8.2f} MiB/s per core ({t_bulk:.2f} s)")
     print(f"speed-up: {t_theirs / t_ours:.1f}x (vs shingling + bulk), {t_bulk / t_ours:.1f}x (vs bulk alone); "
           f"medians of {args.repeat} runs: {med['theirs'] / med['ours']:.1f}x, {med['bulk'] / med['ours']:.1f}x")
-    print(f"normalisation (both sides, not timed above): {size_mb / t_norm:.2f} MB/s per core; lmbuild "
-          f"including it: {size_mb / (t_ours + t_norm):.2f} MB/s per core")
+    print(f"normalisation (both sides, not timed above): {size_mb / t_norm:.2f} MiB/s per core; lmbuild "
+          f"including it: {size_mb / (t_ours + t_norm):.2f} MiB/s per core")
 
     left, right, exact = accuracy_pairs(norm_texts, args.pairs, args.ngram, seed=2)
     both = pa.array(left + right, pa.string())

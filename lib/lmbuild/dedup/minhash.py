@@ -43,19 +43,31 @@ EMPTY = np.uint32(0xFFFFFFFF)
 @numba.njit(cache=True, nogil=True)
 def _permute_min(values, starts, a, b, out):
     """out[g, k] = min(out[g, k], min over x in group g of (a[k] x + b[k]) mod 2^32), where group g
-    is values[starts[g]:starts[g + 1]] (the last one runs to the end). One pass over the shingles:
-    for each, all permutations at once (the inner loop over k is SIMD-vectorised by LLVM), into
-    a row of `out` that stays in L1. The uint32 product and sum wrap, which is the mod 2^32."""
+    is values[starts[g]:starts[g + 1]] (the last one runs to the end).
+
+    One pass over the shingles, four at a time: for each permutation k the four permuted values
+    and the running minimum in row g of `out` (which stays in L1), so the row is loaded and
+    stored once per four shingles; the loop over k is SIMD-vectorised by LLVM. One shingle at a
+    time was 3x slower on an AMD EPYC, bound by those loads and stores. The uint32 products and
+    sums wrap, which is the mod 2^32."""
     n, groups, perms = values.shape[0], starts.shape[0], a.shape[0]
     for g in range(groups):
         hi = starts[g + 1] if g + 1 < groups else n
         row = out[g]
-        for i in range(starts[g], hi):
+        i = starts[g]
+        while i + 4 <= hi:
+            x0, x1, x2, x3 = values[i], values[i + 1], values[i + 2], values[i + 3]
+            for k in range(perms):
+                ak, bk = a[k], b[k]
+                m01 = min(np.uint32(ak * x0 + bk), np.uint32(ak * x1 + bk))
+                m23 = min(np.uint32(ak * x2 + bk), np.uint32(ak * x3 + bk))
+                row[k] = min(row[k], min(m01, m23))
+            i += 4
+        while i < hi:
             x = values[i]
             for k in range(perms):
-                v = np.uint32(a[k] * x + b[k])
-                if v < row[k]:
-                    row[k] = v
+                row[k] = min(row[k], np.uint32(a[k] * x + b[k]))
+            i += 1
 
 
 @dataclass
