@@ -13,8 +13,8 @@ and the speed-up, of the best and of the median of --repeat interleaved runs.
 The peer: where datatrove is installed (`pip install -e '.[bench]'`), its four heuristic filters
 (C4QualityFilter, GopherRepetitionFilter, GopherQualityFilter, FineWebQualityFilter, with their
 default thresholds, the published ones) run per document as a datatrove pipeline does, a
-document going to the next filter only if the one before kept it, over the first --peer-mb of
-the same documents; the vectorised rules are timed on that same text for the ratio, and the
+document going to the next filter only if the one before kept it, over --peer-mb of the same
+documents (a seeded random sample); the vectorised rules are timed on that same text for the ratio, and the
 share of documents both keep or both drop is printed (the rule sets are not identical: see
 the README's filter section for where their definitions differ).
 
@@ -27,6 +27,7 @@ import argparse
 import bz2
 import glob
 import os
+import random
 import re
 import statistics
 import sys
@@ -116,11 +117,13 @@ def run_datatrove(texts: list[str]) -> tuple[float, list[bool]] | None:
 
 def compare_with_datatrove(texts: list[str], peer_mb: float, batch_rows: int, repeat: int) -> None:
     sub, size = [], 0
-    for text in texts:
+    order = list(range(len(texts)))
+    random.Random(0).shuffle(order)  # a sample of every source, not the first files'
+    for i in order:
         if size >= peer_mb * 2**20:
             break
-        sub.append(text)
-        size += len(text.encode())
+        sub.append(texts[i])
+        size += len(texts[i].encode())
     peer = run_datatrove(sub)
     if peer is None:
         print("datatrove: not installed (pip install -e '.[bench]'); peer comparison skipped")
@@ -133,7 +136,7 @@ def compare_with_datatrove(texts: list[str], peer_mb: float, batch_rows: int, re
         vec_time = min(vec_time, t)
     mib = size / 2**20
     agree = sum((r is None) == k for r, k in zip(vec_reasons, peer_kept)) / len(sub)
-    print(f"datatrove's four filters on the first {mib:.2f} MiB ({len(sub)} documents): "
+    print(f"datatrove's four filters on a sample of {mib:.2f} MiB ({len(sub)} documents): "
           f"{mib / peer_time:.3f} MiB/s per core; vectorised on the same: {mib / vec_time:.2f} MiB/s; "
           f"speed-up {peer_time / vec_time:.0f}x; keep/drop agree on {100 * agree:.1f}% of documents "
           f"(datatrove keeps {sum(peer_kept)}, lmbuild {sum(r is None for r in vec_reasons)})")
