@@ -24,20 +24,19 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForTokenClassification
 
-from ..lm.chat import chat_ids, encode_prompt
-from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
-                             task_sampled)
+from ..lm.chat import encode_prompt
+from ..lm.generation import sample
 from ..lm.logprobs import completion_logps
-from ..lm.model import choose_attention
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
-from ..lm.start_model import start_model, start_tokenizer, weights_id
-from ..lm.task_setup import heldout, training_examples
+from ..lm.start_model import start_model, weights_id
+from ..lm.task_setup import training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
 from .rewards import RewardMix
+from .rl_common import HeldoutAccuracy, rl_start
 from .ppo import explained_variance, gae, kl_rewards, ppo_policy_loss, value_loss, whiten
 
 
@@ -208,13 +207,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     value_init = Path(reward_model) if pp["value_init"] == "reward_model" else init_model
     eval_seed = params["common"]["seed"]
     G, mu = p["group_size"], p["updates_per_batch"]
-    if p["checkpoint"]["every_steps"] % mu:
-        raise ParamsError([f"params.yaml: rlvr.checkpoint.every_steps ({p['checkpoint']['every_steps']}) must be a "
-                           f"multiple of rlvr.updates_per_batch ({mu}), so a resumed run restarts at a sampling round"])
-    tok, start_info = start_tokenizer(init_model, "rlvr.init_model")
-    eos_ids, pad_id = chat_ids(tok)
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    attn = choose_attention(p["attn_implementation"], device)
+    st = rl_start(p, init_model)
+    tok, start_info, eos_ids, pad_id, device, attn = st.tok, st.start_info, st.eos_ids, st.pad_id, st.device, st.attn
     policy = start_model(init_model, tok, start_info, attn)
     model = PolicyAndValue(policy, load_value_model(value_init, policy.get_input_embeddings().weight.shape[0], attn,
                                                     grow=value_init == init_model))
@@ -222,20 +216,10 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     pool = training_examples(tp, p["prompts_per_family"], seed)
     pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
     order = EpochOrder(len(pool), seed)
-    tests = heldout(tp, eval_seed)
-    test_prompts = task_prompts(tok, tests)
-    start_items: dict[str, list] = {"greedy": [], "sampled": []}
-    end_items: dict[str, list] = {"greedy": [], "sampled": []}
-
-    def accuracy(m, items=end_items):
-        common = dict(max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"], eos_ids=eos_ids,
-                      pad_id=pad_id, prompts=test_prompts)
-        return {**task_accuracy(m, tok, tests, items=items["greedy"], **common),
-                **task_sampled(m, tok, tests, n=p["eval"]["samples"], temperature=p["temperature"], top_p=p["top_p"],
-                               seed=eval_seed, format_weight=tp["format_weight"], items=items["sampled"], **common)}
+    heldout_acc = HeldoutAccuracy(p, tp, st, eval_seed)
 
     with precision_context(p["precision"], device):
-        start = accuracy(policy, start_items)
+        start = heldout_acc.measure(policy, at_start=True)
     rounds: dict[tuple[int, int], list[dict]] = {}
 
     @torch.no_grad()
@@ -280,7 +264,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
 
     job = Job(stage="rlvr", params=p, seed=seed, model=model, batches=batches, total_steps=p["steps"] * mu,
               samples_per_epoch=len(pool) * mu, seq_len=max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
-              evaluate=lambda m, dev, ac, shard: accuracy(m.policy),
+              evaluate=lambda m, dev, ac, shard: heldout_acc.measure(m.policy),
               fingerprint_inputs={"init_model": weights_id(init_model), "value_init": weights_id(value_init)},
               tokenizer_dir=init_model, tokenizer=tok, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=make_loss(p, pp), code_dirs=[Path(__file__).parent],
@@ -293,5 +277,4 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
             "algorithm_settings": {"algorithm.ppo": 1, **{k: float(v) for k, v in pp.items() if k != "value_init"},
                                    "value_init_reward_model": int(pp["value_init"] == "reward_model")},
-            **paired_gains(start_items["greedy"], end_items["greedy"], GREEDY_FIELDS),
-            **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS), "start_model": start_info, **m}
+            **heldout_acc.gains(), "start_model": start_info, **m}

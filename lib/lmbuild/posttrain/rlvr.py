@@ -22,22 +22,21 @@ from pathlib import Path
 
 import torch
 
-from ..lm.chat import chat_ids, encode_prompt
-from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, sample, task_accuracy, task_prompts,
-                             task_sampled)
+from ..lm.chat import encode_prompt
+from ..lm.generation import sample
 from ..lm.logprobs import completion_logps
-from ..lm.model import choose_attention
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
-from ..lm.start_model import start_model, start_tokenizer, weights_id
-from ..lm.task_setup import heldout, training_examples
-from ..params import ParamsError, training_seed
+from ..lm.start_model import start_model, weights_id
+from ..lm.task_setup import training_examples
+from ..params import training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
 from .policy_gradient import (algorithm_settings, dynamic_sampling, overlong_penalty, pg_loss, round_advantages,
                               settings_metrics)
 from .rewards import RewardMix
+from .rl_common import HeldoutAccuracy, rl_start
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
@@ -45,34 +44,18 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     eval_seed = params["common"]["seed"]  # held-out problems and their samples: the same for every training seed
     G, mu = p["group_size"], p["updates_per_batch"]
     algo = algorithm_settings(p, tp["max_new_tokens"])  # before any work: a bad combination stops here
-    if p["checkpoint"]["every_steps"] % mu:
-        raise ParamsError([f"params.yaml: rlvr.checkpoint.every_steps ({p['checkpoint']['every_steps']}) must be a "
-                           f"multiple of rlvr.updates_per_batch ({mu}), so a resumed run restarts at a sampling round"])
-    tok, start_info = start_tokenizer(init_model, "rlvr.init_model")
-    eos_ids, pad_id = chat_ids(tok)
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    attn = choose_attention(p["attn_implementation"], device)
+    st = rl_start(p, init_model)
+    tok, start_info, eos_ids, pad_id, device, attn = st.tok, st.start_info, st.eos_ids, st.pad_id, st.device, st.attn
     model = start_model(init_model, tok, start_info, attn)
     ref = start_model(init_model, tok, start_info, attn).to(device).eval() if algo["kl_coef"] > 0 else None
     pool = training_examples(tp, p["prompts_per_family"], seed)
     pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
     order = EpochOrder(len(pool), seed)
     refill_order = EpochOrder(len(pool), seed + 1)  # dynamic sampling's extra prompts: a stream of their own
-    tests = heldout(tp, eval_seed)
-    test_prompts = task_prompts(tok, tests)
-
-    start_items: dict[str, list] = {"greedy": [], "sampled": []}
-    end_items: dict[str, list] = {"greedy": [], "sampled": []}  # the latest evaluation: the end of training
-
-    def accuracy(m, items=end_items):
-        common = dict(max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"], eos_ids=eos_ids,
-                      pad_id=pad_id, prompts=test_prompts)
-        return {**task_accuracy(m, tok, tests, items=items["greedy"], **common),
-                **task_sampled(m, tok, tests, n=p["eval"]["samples"], temperature=p["temperature"], top_p=p["top_p"],
-                               seed=eval_seed, format_weight=tp["format_weight"], items=items["sampled"], **common)}
+    heldout_acc = HeldoutAccuracy(p, tp, st, eval_seed)
 
     with precision_context(p["precision"], device):  # as the trained model is measured
-        start = accuracy(model, start_items)
+        start = heldout_acc.measure(model, at_start=True)
     rounds: dict[tuple[int, int], list[dict]] = {}
     reward_mix = RewardMix(p["reward"], tp, max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
                            p["generation_batch_size"])
@@ -195,7 +178,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     total_steps = p["steps"] * mu
     job = Job(stage="rlvr", params=p, seed=seed, model=model, batches=batches, total_steps=total_steps,
               samples_per_epoch=len(pool) * mu, seq_len=max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
-              evaluate=lambda m, dev, ac, shard: accuracy(m),
+              evaluate=lambda m, dev, ac, shard: heldout_acc.measure(m),
               fingerprint_inputs={"init_model": weights_id(init_model)},
               tokenizer_dir=init_model, tokenizer=tok, out_model=out_model, ckpt_dir=ckpt_dir, live_dir=live_dir,
               eos_ids=eos_ids, pad_id=pad_id, loss_fn=loss_fn, code_dirs=[Path(__file__).parent],
@@ -204,7 +187,5 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     m = run_job(job)
     ev = m.pop("eval")
     m.pop("train_loss_ema", None)
-    return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
-            **paired_gains(start_items["greedy"], end_items["greedy"], GREEDY_FIELDS),
-            **paired_gains(start_items["sampled"], end_items["sampled"], SAMPLED_FIELDS),
+    return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start, **heldout_acc.gains(),
             "algorithm_settings": settings_metrics(algo), "start_model": start_info, **m}
