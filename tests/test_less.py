@@ -99,18 +99,10 @@ def test_top_fraction_and_random_select():
 def tiny(tmp_path_factory):
     """A tiny random Llama with the chat tokenizer, and sort and count demonstrations."""
     from lmbuild.lm.chat import chat_ids, encode_conversation
-    from lmbuild.params import validate_section as vs
     from lmbuild.tasks import generate
-    from lmbuild.train.export import export_model
-    from lmbuild.train.model import build_model
-    from train_data import make_tokenizer, synthetic_docs
+    from train_data import tiny_chat_llama
     root = tmp_path_factory.mktemp("less")
-    tok = make_tokenizer([t for _, t in synthetic_docs(200)] + ["Sort: 3 1 2 Answer: 1 2 3 Count a in: a b a"],
-                         root / "tok", 512)
-    m = {**vs("pretrain", {})["model"], "hidden_size": 32, "num_layers": 2, "num_heads": 4,
-         "intermediate_size": 64, "max_length": 128}
-    eot, pad = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|pad|>")
-    export_model(build_model(m, len(tok), eot, pad, 0), root / "tok", root / "model", [eot], pad)
+    tok = tiny_chat_llama(root / "tok", root / "model", n_docs=200)
 
     def enc(exs):
         return [encode_conversation(tok, [{"role": "user", "content": e.prompt},
@@ -183,10 +175,7 @@ def test_select_schema_errors_name_the_key():
 @pytest.mark.slow
 def test_sft_stage_trains_on_the_less_selection(tmp_path):
     from test_posttrain import CHAT, PARAMS, make_project, run
-    from train_data import make_tokenizer, synthetic_docs
-
-    from lmbuild.train.export import export_model
-    from lmbuild.train.model import build_model
+    from train_data import tiny_chat_llama
     params = json.loads(json.dumps(PARAMS))
     params["sft"].update(epochs=1, eval={"every_steps": 100, "batch_size": 8}, checkpoint={"every_steps": 100},
                          select={"method": "less", "fraction": 0.2, "target_family": "sort",
@@ -194,12 +183,7 @@ def test_sft_stage_trains_on_the_less_selection(tmp_path):
                                  "lora_rank": 4, "batch_size": 8, "gradient_batch_size": 32})
     root = tmp_path / "p"  # the tiny model and chat file of test_posttrain's chain
     root.mkdir()
-    tok = make_tokenizer([t for _, t in synthetic_docs(300)] + ["Sort: 3 1 2 Answer: 1 2 3 Count a in: a b a"],
-                         root / "models/tokenizer", 512)
-    m = {**validate_section("pretrain", {})["model"], "hidden_size": 32, "num_layers": 2, "num_heads": 4,
-         "intermediate_size": 64, "max_length": 128}
-    eot, pad = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|pad|>")
-    export_model(build_model(m, len(tok), eot, pad, 0), root / "models/tokenizer", root / "models/anneal", [eot], pad)
+    tiny_chat_llama(root / "models/tokenizer", root / "models/anneal")
     lines = [json.dumps(r) if isinstance(r, dict) else r for r in CHAT]
     (root / "chat.jsonl").write_text("\n".join(lines * 10) + "\n")
     make_project(root, params)

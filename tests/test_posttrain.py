@@ -15,10 +15,7 @@ import pytest
 import torch
 
 from conftest import Project, assert_same_metrics, live_steps, sigkill_after_checkpoint, stage_env
-from lmbuild.params import validate_section
-from lmbuild.train.export import export_model
-from lmbuild.train.model import build_model
-from train_data import make_tokenizer, save_foreign, synthetic_docs
+from train_data import save_foreign, synthetic_docs, tiny_chat_llama
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +64,7 @@ def make_project(root, params=PARAMS) -> Project:
 def base(tmp_path_factory):
     """A scratch project whose models/anneal is a tiny random Llama with the chat tokenizer."""
     root = tmp_path_factory.mktemp("post")
-    tok = make_tokenizer([t for _, t in synthetic_docs(300)] + ["Sort: 3 1 2 Answer: 1 2 3 Count a in: a b a"],
-                         root / "models/tokenizer", 512)
-    m = {**validate_section("pretrain", {})["model"], "hidden_size": 32, "num_layers": 2, "num_heads": 4,
-         "intermediate_size": 64, "max_length": 128}
-    eot, pad = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|pad|>")
-    export_model(build_model(m, len(tok), eot, pad, 0), root / "models/tokenizer", root / "models/anneal", [eot], pad)
+    tiny_chat_llama(root / "models/tokenizer", root / "models/anneal")
     lines = [json.dumps(r) if isinstance(r, dict) else r for r in CHAT]
     (root / "chat.jsonl").write_text("\n".join(lines * 10) + "\n")
     return root

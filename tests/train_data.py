@@ -61,6 +61,21 @@ FOREIGN_SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "Sort: 3
                      "Count a in: a b a", "hello there, how are you?"] * 4
 
 
+def tiny_chat_llama(tok_dir: Path, model_dir: Path, n_docs: int = 300):
+    """A tiny random Llama (2 layers, 32 wide, 128 positions) exported with a chat tokenizer trained
+    on synthetic documents and a sort/count line; returns the tokenizer."""
+    from lmbuild.params import validate_section
+    from lmbuild.train.export import export_model
+    from lmbuild.train.model import build_model
+    tok = make_tokenizer([t for _, t in synthetic_docs(n_docs)] + ["Sort: 3 1 2 Answer: 1 2 3 Count a in: a b a"],
+                         tok_dir, 512)
+    m = {**validate_section("pretrain", {})["model"], "hidden_size": 32, "num_layers": 2, "num_heads": 4,
+         "intermediate_size": 64, "max_length": 128}
+    eot, pad = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|pad|>")
+    export_model(build_model(m, len(tok), eot, pad, 0), tok_dir, model_dir, [eot], pad)
+    return tok
+
+
 def foreign_tokenizer(eos="</s>", pad="<pad>", bos="<s>", texts=(), vocab_size: int = 300):
     """A byte-level BPE with its own bos/eos/pad and no chat template (as many Hub models ship)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
