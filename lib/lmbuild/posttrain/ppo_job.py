@@ -36,7 +36,7 @@ from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
 from ..train.trainer import run as run_job
 from .rewards import RewardMix
-from .rl_common import HeldoutAccuracy, rl_start
+from .rl_common import HeldoutAccuracy, rl_start, round_batches
 from .ppo import explained_variance, gae, kl_rewards, ppo_policy_loss, value_loss, whiten
 
 
@@ -220,7 +220,6 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
 
     with precision_context(p["precision"], device):
         start = heldout_acc.measure(policy, at_start=True)
-    rounds: dict[tuple[int, int], list[dict]] = {}
 
     @torch.no_grad()
     def sample_round(rnd: int, rank: int, world: int, micro: int) -> list[dict]:
@@ -253,14 +252,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
             b.pop("rewards")
         return micro_batches
 
-    def batches(step, rank, world, micro):
-        rnd = step // mu
-        if (rnd, rank) not in rounds:
-            rounds.clear()
-            model.train(False)
-            rounds[(rnd, rank)] = sample_round(rnd, rank, world, micro)
-            model.train(True)
-        return rounds[(rnd, rank)]
+    batches = round_batches(model, mu, sample_round)
 
     job = Job(stage="rlvr", params=p, seed=seed, model=model, batches=batches, total_steps=p["steps"] * mu,
               samples_per_epoch=len(pool) * mu, seq_len=max(len(x) for x in pool_prompts) + tp["max_new_tokens"],

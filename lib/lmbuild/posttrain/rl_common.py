@@ -1,12 +1,14 @@
 """What the two RL jobs share (rlvr's policy-gradient family in lmbuild.posttrain.rlvr, PPO in
-lmbuild.posttrain.ppo_job): the start-up checks and tokenizer set-up, and the held-out
-measurement taken before training and at every evaluation, kept item by item so that the
-gains over training are paired (lmbuild.lm.generation.paired_gains)."""
+lmbuild.posttrain.ppo_job): the start-up checks and tokenizer set-up, the trainer's batches as
+sampling rounds, and the held-out measurement taken before training and at every evaluation,
+kept item by item so that the gains over training are paired
+(lmbuild.lm.generation.paired_gains)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -65,3 +67,21 @@ class HeldoutAccuracy:
         """Paired changes from the start to the latest measurement, with their standard errors."""
         return {**paired_gains(self.start_items["greedy"], self.end_items["greedy"], GREEDY_FIELDS),
                 **paired_gains(self.start_items["sampled"], self.end_items["sampled"], SAMPLED_FIELDS)}
+
+
+def round_batches(model: torch.nn.Module, updates_per_round: int,
+                  sample_round: Callable[[int, int, int, int], list[dict]]) -> Callable:
+    """The trainer's batches(step, rank, world, micro) for an RL job: every `updates_per_round`
+    steps a new round is sampled (the model in eval mode while it samples) and its micro-batches
+    serve those steps; only the current round is kept."""
+    rounds: dict[tuple[int, int], list[dict]] = {}
+
+    def batches(step: int, rank: int, world: int, micro: int) -> list[dict]:
+        key = (step // updates_per_round, rank)
+        if key not in rounds:
+            rounds.clear()
+            model.train(False)
+            rounds[key] = sample_round(key[0], rank, world, micro)
+            model.train(True)
+        return rounds[key]
+    return batches

@@ -36,7 +36,7 @@ from ..train.trainer import run as run_job
 from .policy_gradient import (algorithm_settings, dynamic_sampling, overlong_penalty, pg_loss, round_advantages,
                               settings_metrics)
 from .rewards import RewardMix
-from .rl_common import HeldoutAccuracy, rl_start
+from .rl_common import HeldoutAccuracy, rl_start, round_batches
 
 
 def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live_dir: Path) -> dict:
@@ -56,7 +56,6 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
 
     with precision_context(p["precision"], device):  # as the trained model is measured
         start = heldout_acc.measure(model, at_start=True)
-    rounds: dict[tuple[int, int], list[dict]] = {}
     reward_mix = RewardMix(p["reward"], tp, max(len(x) for x in pool_prompts) + tp["max_new_tokens"],
                            p["generation_batch_size"])
 
@@ -153,14 +152,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
             b["advantages"] = adv[row:row + n, :t_b].contiguous()
             row += n
 
-    def batches(step, rank, world, micro):
-        rnd = step // mu
-        if (rnd, rank) not in rounds:
-            rounds.clear()
-            model.train(False)
-            rounds[(rnd, rank)] = sample_round(rnd, rank, world, micro)
-            model.train(True)
-        return rounds[(rnd, rank)]
+    batches = round_batches(model, mu, sample_round)
 
     def loss_fn(m, batch):
         stats = {k[len("stat_"):]: batch[k] for k in batch if k.startswith("stat_")}
