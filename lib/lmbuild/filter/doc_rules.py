@@ -110,8 +110,8 @@ def _gopher_repetition(view: _View, p: dict, decisions: _Decisions) -> None:
         return
     view = view.restrict(decisions.alive)  # n-grams only for documents still in play
     found = dict(zip(("top", "dup"), ngram_repeats(
-        view.word_doc.astype(np.int64), view.word_vid.astype(np.int64), view.word_len().astype(np.int64),
-        view.n_words.astype(np.int64), max([*top, *dup]))))
+        *(a.astype(np.int64, copy=False) for a in (view.word_doc, view.word_vid, view.word_len(), view.n_words)),
+        max([*top, *dup]))))
     word_chars = view.word_chars()
     for kind, thresholds in (("top", top), ("dup", dup)):
         for n, threshold in sorted(thresholds.items()):

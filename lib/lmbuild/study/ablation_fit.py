@@ -81,10 +81,9 @@ def _headline(metrics: dict, base: str) -> dict:
     how many of those for the better (metrics files hold numbers; the report names them)."""
     out = {}
     for r in sorted({r for m in metrics.values() for r in m} - {base}):
-        b = metrics.get("bpb.all", {}).get(r, {})
+        b, beyond = metrics.get("bpb.all", {}).get(r, {}), moved(metrics, r)
         out[r] = {"bpb_all_diff": b.get("diff", float("nan")), "bpb_all_diff_stderr": b.get("diff_stderr", float("nan")),
-                  "metrics_beyond_noise": len(moved(metrics, r)),
-                  "metrics_better": sum(metrics[k][r]["better"] for k in moved(metrics, r))}
+                  "metrics_beyond_noise": len(beyond), "metrics_better": sum(metrics[k][r]["better"] for k in beyond)}
     return out
 
 
