@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -93,13 +94,11 @@ def sigkill_after_checkpoint(workdir: Path, stage: str, min_step: int, seed: int
     import signal
     import time
 
-    import torch
-
     env = stage_env()
     env["LMBUILD_STEP_DELAY_S"] = "0.1"
     proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    state = workdir / "checkpoints" / stage / "latest" / "state.pt"
+    state = workdir / "checkpoints" / stage / "latest" / "state.json"  # the loop state, plain JSON
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -110,7 +109,7 @@ def sigkill_after_checkpoint(workdir: Path, stage: str, min_step: int, seed: int
                 raise AssertionError(f"{stage}: no checkpoint at step >= {min_step} within {timeout} s")
             if state.exists():
                 try:
-                    step = torch.load(state, map_location="cpu", weights_only=False)["step"]
+                    step = json.loads(state.read_text())["step"]
                 except Exception:  # replaced while reading
                     step = -1
                 if step >= min_step:
@@ -122,7 +121,7 @@ def sigkill_after_checkpoint(workdir: Path, stage: str, min_step: int, seed: int
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stderr.close()
-    return torch.load(state, map_location="cpu", weights_only=False)["step"]
+    return json.loads(state.read_text())["step"]
 
 
 TIMING = {"tokens_per_s", "mfu", "wall_time_s", "peak_tflops"}  # measured on CPU: may differ run to run

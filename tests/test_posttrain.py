@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from lmbuild.train.checkpoint import load as load_checkpoint
 from conftest import Project, assert_same_metrics, live_steps, sigkill_after_checkpoint, stage_env
 from train_data import save_foreign, synthetic_docs, tiny_chat_llama
 
@@ -224,7 +225,7 @@ def test_killed_sft_resumes_to_the_same_loss(chain, tmp_path):
     resumed = json.loads((root / "metrics/sft.json").read_text())
     assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)
     assert resumed["val_loss"] == pytest.approx(full["val_loss"], abs=1e-6)
-    assert torch.load(root / "checkpoints/sft/latest/state.pt", weights_only=False)["step"] == full["steps"]
+    assert load_checkpoint(root / "checkpoints/sft")["step"] == full["steps"]
 
 
 def copy_chain(chain, root, stage: str, params: dict) -> None:
@@ -250,7 +251,7 @@ def kill_resume_and_compare(chain, tmp_path, stage: str, params: dict, min_step:
     p = run(root, stage)
     resumed = json.loads((root / "metrics" / f"{stage}.json").read_text())
     assert_same_metrics(full, resumed, keys)
-    assert torch.load(root / "checkpoints" / stage / "latest/state.pt", weights_only=False)["step"] == total, p.stderr
+    assert load_checkpoint(root / "checkpoints" / stage)["step"] == total, p.stderr
     steps = live_steps(root, stage)
     assert steps == sorted(set(steps)) and steps[-1] == total, steps
 
@@ -397,7 +398,7 @@ def test_lora_sft_trains_only_the_adapters_and_exports_merged(lora_sft):
     changed = {k for k in start if not torch.equal(start[k], out[k])}
     assert adapted and changed == adapted  # embeddings and norms untouched, every adapted weight merged
     # in the checkpoint (before the merge) the base weights are the start model's
-    state = torch.load(root / "checkpoints/sft/latest/state.pt", weights_only=False)["model"]
+    state = load_checkpoint(root / "checkpoints/sft")["model"]
     for k in adapted:
         assert torch.equal(state["base_model.model." + k.replace(".weight", ".base_layer.weight")], start[k]), k
     assert all(state[k].abs().sum() > 0 for k in state if "lora_B" in k)  # B started at zero, trained

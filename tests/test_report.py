@@ -212,3 +212,19 @@ def test_renders_offline_in_headless_chromium(built, tmp_path):
     with Image.open(shot) as im:
         assert im.size == (1200, 3000)
         assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 200  # figures, not a blank page
+
+
+def test_task_space_table_reads_what_each_stage_drew(tmp_path):
+    """The post-training section's table: each family's space and the distinct (drawn) problems
+    of sft, dpo_pairs and rlvr, from the keys those stages' metrics write."""
+    from lmbuild.report.run import task_space_table
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/sft.json").write_text(json.dumps({
+        "sources.tasks.problems.sort.distinct": 1900, "sources.tasks.problems.sort.drawn": 2000,
+        "sources.tasks.problems.sort.space": 1111000, "sources.tasks.examples": 2000}))
+    (tmp_path / "metrics/rlvr.json").write_text(json.dumps({
+        "pool.sort.distinct": 1500, "pool.sort.drawn": 1600, "pool.sort.space": 1111000}))
+    kind, head, rows = task_space_table(tmp_path)
+    assert kind == "table" and head == ["family", "problems", "sft", "dpo_pairs", "rlvr"]
+    assert rows == [["sort", "1,111,000", "1,900 (2,000)", "", "1,500 (1,600)"]]
+    assert task_space_table(tmp_path / "nothing") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import re
 
 import pytest
@@ -217,7 +218,7 @@ def test_difficulty_errors_are_one_line_naming_the_key(family, difficulty, key):
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(TaskError, match=r"sort\.lenght.*known keys: length, max_value, order"):
+    with pytest.raises(TaskError, match=r"sort\.lenght.*known keys: length, min_length, max_value, order"):
         validate_difficulty("sort", {"lenght": 5})
     with pytest.raises(TaskError, match=r"'sorting'.*known families: .*sort"):
         generate("sorting", "train", 1, 0)
@@ -295,3 +296,141 @@ def test_generate_mix():
     assert switches >= 6  # interleaved, not three blocks
     hard = generate_mix({"sort": 3}, "test", 0, {"sort": HARDER["sort"]})
     assert hard == generate("sort", "test", 3, 0, HARDER["sort"])
+
+
+# --- difficulty levels, train parts, pass@k ---------------------------------------------------
+
+LEVELLED = {
+    "arithmetic": {"digits": 2, "min_digits": 1, "ops": ["+", "-", "*"]},
+    "sort": {"length": 4, "min_length": 2, "max_value": 3, "order": "mixed"},
+    "reverse": {"length": 4, "min_length": 2, "alphabet": 3},
+    "count": {"length": 4, "min_length": 2, "alphabet": 3},
+    "word_problems": {"max_value": 10, "ops": ["+", "-", "*", "/"]},
+}
+
+
+def _level_truth(family: str, ex) -> str:
+    """The level a problem belongs to, read from its prompt (independently of the numbering)."""
+    words = ex.prompt.split(":", 1)[-1].split()
+    if family == "arithmetic":
+        a, _, b = re.fullmatch(r"(\d+)([-+*])(\d+)", ex.prompt.removeprefix("Compute: ").replace(" ", "")).groups()
+        return f"d{max(len(a), len(b))}"
+    if family in ("sort", "reverse", "count"):
+        return f"len{len(words)}"
+    return {"+": "add", "-": "sub", "*": "mul", "/": "div"}[ex.solution.split()[1]]
+
+
+@pytest.mark.parametrize("family", sorted(LEVELLED))
+def test_levels_number_every_problem_once_and_say_their_level(family):
+    from lmbuild.tasks import level_sizes, space_size, validate_difficulty
+    from lmbuild.tasks.families import FAMILIES
+    d = validate_difficulty(family, LEVELLED[family])
+    fam = FAMILIES[family]
+    sizes = level_sizes(family, LEVELLED[family])
+    assert len(sizes) > 1 and sum(sizes.values()) == space_size(family, LEVELLED[family])
+    keys = [fam.key(d, i) for i in range(fam.size(d))]
+    assert len(set(keys)) == len(keys)  # a bijection onto distinct problems
+    from lmbuild.tasks.example import make_example
+    for i in range(fam.size(d)):
+        ex = make_example(family, fam.render(d, i, random.Random(0)), fam.level_of(d, i))
+        assert ex.level == _level_truth(family, ex), (i, ex)
+
+
+def test_arithmetic_levels_hold_exactly_the_problems_of_their_digit_count():
+    from lmbuild.tasks import level_sizes
+    # d1: 10 x 10 ordered pairs for + and *, 55 pairs a >= b for -; d2: 100^2 - 10^2, 5050 - 55
+    assert level_sizes("arithmetic", LEVELLED["arithmetic"]) == {"d1": 255, "d2": 2 * 9900 + 4995}
+    # one level (min_digits null) is the space as it was: every operand pair of up to `digits` digits
+    assert level_sizes("arithmetic", {"digits": 2}) == {"d2": 100 * 100 + 5050}
+
+
+@pytest.mark.parametrize("family", sorted(LEVELLED))
+def test_levels_are_drawn_in_equal_shares(family):
+    from collections import Counter
+    for split in ("train", "test"):
+        exs = generate(family, split, 20 if split == "test" else 200, 5, LEVELLED[family])
+        counts = Counter(e.level for e in exs)
+        if split == "train":
+            assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+def test_a_test_level_that_runs_out_leaves_the_cycle():
+    from collections import Counter
+    from lmbuild.tasks import split_size
+    d = {"length": 4, "min_length": 2, "alphabet": 3}
+    have = split_size("reverse", "test", d)
+    exs = generate("reverse", "test", have, 1, d)
+    assert len({e.id for e in exs}) == have  # every distinct test problem, the small levels exhausted
+    c = Counter(e.level for e in exs)
+    assert c["len4"] > c["len2"]
+    with pytest.raises(TaskError, match=r"reverse\.n: only .* distinct test problems"):
+        generate("reverse", "test", have + 1, 1, d)
+
+
+def test_a_minimum_above_its_maximum_is_one_line():
+    with pytest.raises(TaskError, match=r"^tasks: sort\.min_length: must be <= length \(3\), got 5$"):
+        generate("sort", "train", 1, 0, {"length": 3, "min_length": 5})
+    with pytest.raises(TaskError, match=r"arithmetic\.min_digits: must be an int between 1 and 18 or null"):
+        generate("arithmetic", "train", 1, 0, {"min_digits": "2"})
+
+
+@pytest.mark.parametrize("family", sorted(LEVELLED))
+def test_train_parts_are_disjoint_cover_train_and_never_touch_test(family):
+    from lmbuild.tasks import split_size
+    d = LEVELLED[family]
+    parts = [(0.0, 0.5), (0.5, 0.75), (0.75, 1.0)]
+    sizes = [split_size(family, "train", d, part=p) for p in parts]
+    assert sum(sizes) == split_size(family, "train", d)
+    drawn = [{e.prompt for e in generate(family, "train", 400, 3, d, part=p)} for p in parts]
+    test = {e.prompt for e in generate(family, "test", split_size(family, "test", d), 3, d)}
+    for i in range(3):
+        assert not drawn[i] & test
+        for j in range(i + 1, 3):
+            assert not drawn[i] & drawn[j], (parts[i], parts[j])
+
+
+def test_large_levels_are_sampled_within_their_part():
+    from lmbuild.tasks.splits import in_split
+    d = {"length": 8, "min_length": 7, "max_value": 9}  # 10^7 and 10^8 problems: sampled, not listed
+    from lmbuild.tasks.families import FAMILIES
+    from lmbuild.tasks import validate_difficulty
+    exs = generate("sort", "train", 50, 0, d, part=(0.25, 0.5))
+    assert {e.level for e in exs} == {"len7", "len8"}
+    key = lambda e: "asc:" + ",".join(e.prompt.removeprefix("Sort: ").split())  # noqa: E731
+    assert all(in_split("sort", key(e), False, part=(0.25, 0.5)) for e in exs)
+    assert FAMILIES["sort"].size(validate_difficulty("sort", d)) == 10 ** 7 + 10 ** 8
+
+
+def test_parts_are_refused_where_they_mean_nothing():
+    with pytest.raises(TaskError, match="only the train split has parts"):
+        generate("sort", "test", 1, 0, part=(0.0, 0.5))
+    with pytest.raises(TaskError, match=r"part: must be \(lo, hi\)"):
+        generate("sort", "train", 1, 0, part=(0.5, 0.5))
+
+
+def test_pass_at_k_by_hand_and_against_the_combinatorial_definition():
+    from math import comb
+    from lmbuild.lm.generation import ks_for, pass_at_k
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - comb(3, 2) / comb(4, 2))  # 0.5
+    assert pass_at_k(8, 0, 8) == 0.0 and pass_at_k(8, 8, 1) == 1.0 and pass_at_k(8, 2, 1) == 0.25
+    for n in (1, 5, 16):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k), abs=1e-12)
+    assert ks_for(8) == [1, 2, 4, 8] and ks_for(6) == [1, 2, 4, 6] and ks_for(1) == [1]
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+
+
+def test_pass_k_summary_per_family_and_level_with_headroom():
+    from lmbuild.lm.generation import pass_k_summary
+    rows = [{"family": "sort", "level": "len3", "samples": 4, "correct": c} for c in (0, 2, 4)] + \
+           [{"family": "count", "level": "len5", "samples": 4, "correct": 1}]
+    s = pass_k_summary(rows)
+    # pass@1 = c/n; pass@4 = 1 when any sample is right
+    assert s["pass@1"] == pytest.approx((0 + 0.5 + 1 + 0.25) / 4)
+    assert s["pass@4"] == pytest.approx(3 / 4)
+    assert s["sort.pass@4"] == pytest.approx(2 / 3) and s["count.len5.pass@2"] == pytest.approx(0.5)
+    assert s["headroom"] == pytest.approx(s["pass@4"] - s["pass@1"])
+    assert s["sort.len3.headroom"] == pytest.approx((0 + 0.5 + 0) / 3)
+    assert s["samples"] == 4 and s["pass@1_stderr"] > 0

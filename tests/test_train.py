@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from lmbuild.train.checkpoint import load as load_checkpoint
 from conftest import REPO, Project, assert_same_metrics, live_steps, sigkill_after_checkpoint, stage_env
 from lmbuild.params import validate_section
 from lmbuild.train.data import BlockOrder, TokenStream, rank_samples, unigram_loss, val_blocks
@@ -178,7 +179,7 @@ def test_kill_and_resume_reaches_the_same_loss(tmp_path, inputs, trained):
     p = run(proj, "pretrain", env={"LMBUILD_STOP_AFTER_STEPS": "11"}, check=False)
     assert p.returncode == 3, p.stderr
     assert not (tmp_path / "models/pretrain").exists()
-    assert torch.load(tmp_path / "checkpoints/pretrain/latest/state.pt", weights_only=False)["step"] == 11
+    assert load_checkpoint(tmp_path / "checkpoints/pretrain")["step"] == 11
     run(proj, "pretrain")
     full = json.loads((trained.root / "metrics/pretrain.json").read_text())
     resumed = json.loads((tmp_path / "metrics/pretrain.json").read_text())
@@ -198,7 +199,7 @@ def test_kill_and_resume_reaches_the_same_loss(tmp_path, inputs, trained):
     proj.write_params(params)
     p = run(proj, "pretrain", env={"LMBUILD_STOP_AFTER_STEPS": "2"}, check=False)
     assert p.returncode == 3 and "not loaded, pretrain starts over" in p.stderr, p.stderr
-    assert torch.load(tmp_path / "checkpoints/pretrain/latest/state.pt", weights_only=False)["step"] == 2
+    assert load_checkpoint(tmp_path / "checkpoints/pretrain")["step"] == 2
 
 
 @pytest.mark.slow
@@ -243,7 +244,7 @@ def test_sigkill_mid_anneal_resumes_to_the_same_loss(tmp_path, trained):
     resumed = json.loads((root / "metrics/anneal.json").read_text())
     assert full["steps"] == 16 and full["tokens_seen"] == 4096
     assert_same_metrics(full, resumed, ("train_loss", "val_loss", "val_loss_domain.code", "val_loss_domain.prose"))
-    assert torch.load(root / "checkpoints/anneal/latest/state.pt", weights_only=False)["step"] == 16, p.stderr
+    assert load_checkpoint(root / "checkpoints/anneal")["step"] == 16, p.stderr
     steps = live_steps(root, "anneal")
     assert steps == sorted(set(steps)) and steps[-1] == 16, steps
 

@@ -1,6 +1,7 @@
 """One model stage evaluated the way every other is: bits per byte on the held-out mix per
-domain, greedy accuracy on the held-out verifiable tasks, the multiple-choice tasks, preference
-accuracy on held-out pairs, and greedy generations for fixed prompts.
+domain, greedy accuracy on the held-out verifiable tasks (per family and per difficulty level),
+sampled pass@k on them for chat stages, the multiple-choice tasks, preference accuracy on
+held-out pairs, and greedy generations for fixed prompts.
 
 Chat stages (eval.chat_stages) get the task problems, preference prompts and fixed prompts
 through the chat template; base models get them as raw text ("<prompt>\\nAnswer:"). Bits per
@@ -9,7 +10,8 @@ lm-evaluation-harness does by default, so those numbers compare across all five 
 
 Every number comes with its standard error (lmbuild.stats), and the per-item results are written
 beside the metrics, so two models scored on the same items compare paired (lmbuild.compare):
-    items/tasks.jsonl        {id, family, correct, format, answer} per held-out problem
+    items/tasks.jsonl        {id, family, level, correct, format, answer} per held-out problem
+    items/pass_k.jsonl       {id, family, level, samples, correct, ...} per held-out problem (chat stages)
     items/bpb.jsonl          {id, domain, bits, bytes, tokens} per held-out document
     items/mc.jsonl           {task, id, gold, loglik per choice, pred, pred_norm, correct, correct_norm}
     items/preferences.jsonl  {set, index, chosen, rejected, chosen_tokens, rejected_tokens, correct, correct_per_token}
@@ -27,7 +29,7 @@ import torch
 from transformers import AutoTokenizer
 
 from ..lm.chat import chat_ids, encode_completion, encode_prompt
-from ..lm.generation import accuracy_summary, sample, task_accuracy
+from ..lm.generation import accuracy_summary, by_level, pass_k_summary, sample, task_accuracy, task_sampled
 from ..lm.model import choose_attention, load_model
 from ..lm.precision import precision_context
 from ..lm.task_setup import heldout
@@ -115,7 +117,7 @@ def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val
     eos, pad_id = chat_ids(tok)
     bs, max_len = e["batch_size"], e["seq_len"] + 1
     metrics: dict = {"chat": chat}
-    items: dict[str, list[dict]] = {"tasks": [], "bpb": [], "mc": [], "preferences": []}
+    items: dict[str, list[dict]] = {"tasks": [], "bpb": [], "mc": [], "preferences": [], "pass_k": []}
     t0 = time.perf_counter()
     with torch.no_grad(), precision_context(e["precision"], device):
         docs = heldout_docs(val_root, e["bpb"])
@@ -134,7 +136,17 @@ def evaluate_stage(params: dict, stage: str, model_dir: Path, out_dir: Path, val
         else:
             metrics.update(raw_task_accuracy(model, raw, tests, max_new_tokens=tp["max_new_tokens"],
                                              batch_size=e["generation_batch_size"], pad_id=pad_id, items=items["tasks"]))
+        metrics["task_level"] = by_level(items["tasks"], "correct")
         _log(stage, f"task accuracy {metrics['task_accuracy']:.3f} on {len(tests)} held-out problems", t0)
+        if chat:
+            pk = e["pass_k"]
+            task_sampled(model, tok, tests, n=pk["samples"], temperature=pk["temperature"], seed=seed,
+                         format_weight=tp["format_weight"], max_new_tokens=tp["max_new_tokens"],
+                         batch_size=e["generation_batch_size"], eos_ids=eos, pad_id=pad_id, items=items["pass_k"])
+            metrics["pass_k"] = pass_k_summary(items["pass_k"])
+            n = pk["samples"]
+            _log(stage, f"pass@1 {metrics['pass_k']['pass@1']:.3f}, pass@{n} {metrics['pass_k'][f'pass@{n}']:.3f} "
+                        f"({n} samples at temperature {pk['temperature']:g})", t0)
 
         metrics["mc"] = {}
 

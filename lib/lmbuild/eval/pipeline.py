@@ -69,7 +69,7 @@ def training_sources(params: dict, root: Path = Path(".")) -> dict:
     if (root / "data/dpo/pairs.jsonl").is_file():
         out["dpo"] = lambda: dpo_texts(root / "data/dpo/pairs.jsonl")
     rl_seed = training_seed(params, "rlvr")
-    out["rlvr"] = lambda: (ex.prompt for ex in training_examples(tp, params["rlvr"]["prompts_per_family"], rl_seed))
+    out["rlvr"] = lambda: (ex.prompt for ex in training_examples(tp, params["rlvr"]["prompts_per_family"], rl_seed, "rlvr"))
     return out
 
 

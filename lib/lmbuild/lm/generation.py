@@ -1,6 +1,6 @@
 """Sampling completions from a causal LM with a KV cache (transformers `generate`), and held-out
-task accuracy from greedy completions: shared by sft (evaluation), dpo (on-policy pairs), rlvr
-(group samples, pass@1) and eval.
+task accuracy from greedy completions, per family and per difficulty level, and sampled pass@k:
+shared by sft (evaluation), dpo (on-policy pairs), rlvr (group samples, pass@1, headroom) and eval.
 
 Prompts are left-padded into batches; every batch draws from its own generator state derived
 from (seed, batch number) inside `torch.random.fork_rng`, so the samples do not depend on what
@@ -10,6 +10,7 @@ would).
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 
@@ -100,8 +101,8 @@ def accuracy_summary(examples: list[Example], answers: list[str], items: list | 
     rows = []
     for ex, answer in zip(examples, answers):
         s = score(ex, answer)
-        rows.append({"id": ex.id, "family": ex.family, "correct": float(s.correct), "format": float(s.format),
-                     "answer": answer})
+        rows.append({"id": ex.id, "family": ex.family, "level": ex.level, "correct": float(s.correct),
+                     "format": float(s.format), "answer": answer})
         by_family[ex.family].append(float(s.correct))
     res = {**with_stderr("task_accuracy", [r["correct"] for r in rows]),
            **with_stderr("task_format", [r["format"] for r in rows])}
@@ -110,6 +111,59 @@ def accuracy_summary(examples: list[Example], answers: list[str], items: list | 
     if items is not None:
         items[:] = rows
     return res
+
+
+def by_level(rows: list[dict], field: str) -> dict[str, float]:
+    """`<family>.<level>` -> mean of `field` over that level's rows, with `_stderr`: accuracy per
+    difficulty level (lmbuild.tasks levels), flat for the metrics file."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[f"{r['family']}.{r.get('level') or 'all'}"].append(float(r[field]))
+    out: dict[str, float] = {}
+    for name, values in sorted(groups.items()):
+        out.update(with_stderr(name, values))
+    return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The chance that at least one of k samples is correct, estimated without bias from n >= k
+    samples of which c are correct (Chen et al. 2021, "Evaluating Large Language Models Trained on
+    Code", eq. 1): 1 - C(n-c, k) / C(n, k), computed as prod_{i=n-c+1}^{n} (1 - k/i) to stay
+    exact in floating point."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def ks_for(n: int) -> list[int]:
+    """k = 1, 2, 4, ... up to n, and n itself."""
+    ks = [1 << j for j in range(n.bit_length()) if 1 << j <= n]
+    return ks + ([n] if ks[-1] != n else [])
+
+
+def pass_k_summary(rows: list[dict]) -> dict[str, float]:
+    """pass@k for every k of ks_for(n) over problems {family, level, samples, correct}: overall, per
+    family and per `<family>.<level>`, each with its standard error over problems, plus the
+    headroom pass@n - pass@1 (what RL can gain by turning a sometimes-right answer into an
+    always-right one) with the standard error of the per-problem differences."""
+    if not rows:
+        return {}
+    n = rows[0]["samples"]
+    ks = ks_for(n)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[""].append(r)
+        groups[f"{r['family']}."].append(r)
+        groups[f"{r['family']}.{r.get('level') or 'all'}."].append(r)
+    out: dict[str, float] = {"samples": float(n)}
+    for prefix, members in sorted(groups.items()):
+        per_k = {k: [pass_at_k(n, r["correct"], k) for r in members] for k in ks}
+        for k in ks:
+            out.update(with_stderr(f"{prefix}pass@{k}", per_k[k]))
+        out.update(with_stderr(f"{prefix}headroom", [b - a for a, b in zip(per_k[1], per_k[n])]))
+    return out
 
 
 GREEDY_FIELDS = {"task_accuracy": "correct", "task_format": "format"}
@@ -136,7 +190,8 @@ def task_sampled(model, tok, examples: list[Example], *, n: int, temperature: fl
     measured on problems it never trains on. `sampled_accuracy` is pass@1 averaged over the
     samples (lower variance than one greedy answer), `sampled_reward` the mean reward
     (correct + format_weight x format); standard errors over problems (the samples of one problem
-    are not independent items). A list passed as `items` receives the per-problem means."""
+    are not independent items). A list passed as `items` receives the per-problem means and
+    correct counts (pass_k_summary turns them into pass@k)."""
     if not examples:
         return {}
     prompts = prompts if prompts is not None else task_prompts(tok, examples)
@@ -145,7 +200,8 @@ def task_sampled(model, tok, examples: list[Example], *, n: int, temperature: fl
     rows = []
     for ex, completions in zip(examples, outs):
         scores = [score(ex, tok.decode(c, skip_special_tokens=True)) for c in completions]
-        rows.append({"id": ex.id, "family": ex.family,
+        rows.append({"id": ex.id, "family": ex.family, "level": ex.level, "samples": len(scores),
+                     "correct": int(sum(s.correct for s in scores)),
                      "sampled_accuracy": sum(s.correct for s in scores) / len(scores),
                      "sampled_reward": sum(s.correct + format_weight * s.format for s in scores) / len(scores)})
     if items is not None:

@@ -24,7 +24,7 @@ from ..lm.logprobs import completion_logps, sequence_logps
 from ..lm.padding import right_pad
 from ..lm.reward import load_reward_model
 from ..lm.reward import score as rm_score
-from ..lm.task_setup import task_reward, training_examples
+from ..lm.task_setup import draw_stats, task_reward, training_examples
 from ..params import ParamsError
 
 
@@ -38,7 +38,7 @@ def on_policy(model, tok, tp: dict, pp: dict, seed: int, eos_ids: list[int], pad
     # the scorer first: a wrong reward model stops the stage before any sampling
     scorer = (_reward_model_scorer(pp["scorer"]["path"], pp["max_len"], pp["batch_size"])
               if pp["scorer"]["type"] == "reward_model" else None)
-    examples = training_examples(tp, pp["prompts_per_family"], seed)
+    examples = training_examples(tp, pp["prompts_per_family"], seed, "dpo")
     prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in examples]
     outs = sample(model, prompts, n=pp["samples"], max_new_tokens=tp["max_new_tokens"], temperature=pp["temperature"],
                   top_p=pp["top_p"], seed=seed, batch_size=pp["batch_size"], eos_ids=eos_ids, pad_id=pad_id,
@@ -57,7 +57,8 @@ def on_policy(model, tok, tp: dict, pp: dict, seed: int, eos_ids: list[int], pad
         records.append({"prompt": prompt, "chosen": texts[best], "rejected": texts[worst],
                         "chosen_score": float(scores[best]), "rejected_score": float(scores[worst]),
                         "family": ex.family, "source": "on_policy"})
-    return records, {"prompts": len(examples), "tied_prompts": ties, "prompts_with_a_correct_sample": any_correct}
+    return records, {"prompts": len(examples), "tied_prompts": ties, "prompts_with_a_correct_sample": any_correct,
+                     "problems": draw_stats(tp, examples)}
 
 
 def _reward_model_scorer(path: str | None, max_len: int, batch_size: int):

@@ -30,7 +30,7 @@ from ..lm.logprobs import completion_logps
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
 from ..lm.start_model import start_model, weights_id
-from ..lm.task_setup import training_examples
+from ..lm.task_setup import draw_stats, training_examples
 from ..params import ParamsError, training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
@@ -213,7 +213,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     model = PolicyAndValue(policy, load_value_model(value_init, policy.get_input_embeddings().weight.shape[0], attn,
                                                     grow=value_init == init_model))
     ref = start_model(init_model, tok, start_info, attn).to(device).eval()
-    pool = training_examples(tp, p["prompts_per_family"], seed)
+    pool = training_examples(tp, p["prompts_per_family"], seed, "rlvr")
     pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
     order = EpochOrder(len(pool), seed)
     heldout_acc = HeldoutAccuracy(p, tp, st, eval_seed)
@@ -269,4 +269,4 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start,
             "algorithm_settings": {"algorithm.ppo": 1, **{k: float(v) for k, v in pp.items() if k != "value_init"},
                                    "value_init_reward_model": int(pp["value_init"] == "reward_model")},
-            **heldout_acc.gains(), "start_model": start_info, **m}
+            **heldout_acc.gains(), "start_model": start_info, "pool": draw_stats(tp, pool), **m}

@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 
 from ..lm.chat import chat_ids
-from ..lm.generation import GREEDY_FIELDS, SAMPLED_FIELDS, paired_gains, task_accuracy, task_prompts, task_sampled
+from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, by_level, paired_gains, pass_k_summary, task_accuracy,
+                             task_prompts, task_sampled)
 from ..lm.model import choose_attention
 from ..lm.start_model import start_tokenizer
 from ..lm.task_setup import heldout
@@ -58,15 +59,26 @@ class HeldoutAccuracy:
         items = self.start_items if at_start else self.end_items
         common = dict(max_new_tokens=tp["max_new_tokens"], batch_size=p["eval"]["batch_size"], eos_ids=s.eos_ids,
                       pad_id=s.pad_id, prompts=self.prompts)
-        return {**task_accuracy(model, s.tok, self.tests, items=items["greedy"], **common),
-                **task_sampled(model, s.tok, self.tests, n=p["eval"]["samples"], temperature=p["temperature"],
-                               top_p=p["top_p"], seed=self.seed, format_weight=tp["format_weight"],
-                               items=items["sampled"], **common)}
+        res = {**task_accuracy(model, s.tok, self.tests, items=items["greedy"], **common),
+               **task_sampled(model, s.tok, self.tests, n=p["eval"]["samples"], temperature=p["temperature"],
+                              top_p=p["top_p"], seed=self.seed, format_weight=tp["format_weight"],
+                              items=items["sampled"], **common)}
+        if at_start:  # the start model's headroom: pass@k - pass@1 on problems it will not train on
+            res.update(self.breakdown(items))
+        return res
+
+    @staticmethod
+    def breakdown(items: dict[str, list]) -> dict:
+        """pass@k (with the headroom) and greedy and sampled accuracy per difficulty level."""
+        return {"pass_k": pass_k_summary(items["sampled"]), "level": by_level(items["greedy"], "correct"),
+                "sampled_level": by_level(items["sampled"], "sampled_accuracy")}
 
     def gains(self) -> dict:
-        """Paired changes from the start to the latest measurement, with their standard errors."""
+        """Paired changes from the start to the latest measurement, with their standard errors,
+        and the latest measurement's breakdown (`end.*`)."""
         return {**paired_gains(self.start_items["greedy"], self.end_items["greedy"], GREEDY_FIELDS),
-                **paired_gains(self.start_items["sampled"], self.end_items["sampled"], SAMPLED_FIELDS)}
+                **paired_gains(self.start_items["sampled"], self.end_items["sampled"], SAMPLED_FIELDS),
+                "end": self.breakdown(self.end_items)}
 
 
 def round_batches(model: torch.nn.Module, updates_per_round: int,

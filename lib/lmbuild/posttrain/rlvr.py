@@ -28,7 +28,7 @@ from ..lm.logprobs import completion_logps
 from ..lm.padding import right_pad
 from ..lm.precision import precision_context
 from ..lm.start_model import start_model, weights_id
-from ..lm.task_setup import training_examples
+from ..lm.task_setup import draw_stats, training_examples
 from ..params import training_seed
 from ..train.data import EpochOrder, rank_samples
 from ..train.trainer import Job
@@ -48,7 +48,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     tok, start_info, eos_ids, pad_id, device, attn = st.tok, st.start_info, st.eos_ids, st.pad_id, st.device, st.attn
     model = start_model(init_model, tok, start_info, attn)
     ref = start_model(init_model, tok, start_info, attn).to(device).eval() if algo["kl_coef"] > 0 else None
-    pool = training_examples(tp, p["prompts_per_family"], seed)
+    pool = training_examples(tp, p["prompts_per_family"], seed, "rlvr")
     pool_prompts = [encode_prompt(tok, [{"role": "user", "content": ex.prompt}]) for ex in pool]
     order = EpochOrder(len(pool), seed)
     refill_order = EpochOrder(len(pool), seed + 1)  # dynamic sampling's extra prompts: a stream of their own
@@ -180,4 +180,4 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     ev = m.pop("eval")
     m.pop("train_loss_ema", None)
     return {"final_loss": m.pop("train_loss"), "train": m.pop("train"), **ev, "start": start, **heldout_acc.gains(),
-            "algorithm_settings": settings_metrics(algo), "start_model": start_info, **m}
+            "algorithm_settings": settings_metrics(algo), "start_model": start_info, "pool": draw_stats(tp, pool), **m}

@@ -17,7 +17,7 @@ from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_pro
 from ..lm.model import choose_attention
 from ..lm.precision import precision_context
 from ..lm.start_model import start_model, start_tokenizer, weights_id
-from ..lm.task_setup import difficulties, heldout
+from ..lm.task_setup import difficulties, heldout, train_part
 from ..params import training_seed
 from ..shards import atomic_dir
 from ..train.data import EpochOrder, rank_samples
@@ -69,7 +69,7 @@ def select(p: dict, tp: dict, data: SftData, tok, init_model: Path, seed: int, p
         # a few target examples from the family's train split (never the held-out test
         # problems), drawn from their own seed stream
         exs = generate(fam, "train", sp["target_examples"], derive_seed(sel_seed, "less-target") % 2 ** 31,
-                       difficulties(tp)[fam])
+                       difficulties(tp)[fam], part=train_part(tp, "sft"))
         targets = [e for e in (encode_conversation(tok, _task_messages(ex), p["seq_len"]) for ex in exs) if e]
         o = p["optim"]
         sel = less_select(sp, data.train, targets, init_model=init_model, pad_id=pad_id, lr=o["lr"],

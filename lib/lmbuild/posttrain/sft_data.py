@@ -18,7 +18,7 @@ import numpy as np
 from ..lm.chat import encode_conversation
 from ..lm.chat_data import ChatDataError, read_conversations
 from ..lm.chat_data import in_heldout as _in_val
-from ..lm.task_setup import heldout, training_examples
+from ..lm.task_setup import draw_stats, heldout, training_examples
 from ..params import ParamsError
 from ..tasks import Example
 
@@ -54,9 +54,10 @@ def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int,
                                     "assistant_tokens": 0, "tokens": 0}
         if src["type"] == "tasks":
             n = src.get("count") or 1000
-            train_exs = training_examples(tasks_params, n, seed)
+            train_exs = training_examples(tasks_params, n, seed, "sft")
             train_convs = [_task_messages(ex) for ex in train_exs]
             train_fams = [ex.family for ex in train_exs]
+            stats["problems"] = draw_stats(tasks_params, train_exs)
             val_convs = [_task_messages(ex) for ex in heldout(tasks_params, seed if heldout_seed is None else heldout_seed)]
         else:
             if not src.get("path"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..shards import atomic_dir, atomic_write_text
 from . import figures as F
-from .collect import MODEL_STAGES, ReportError, collect_eval, flat, stage_metrics
+from .collect import MODEL_STAGES, ReportError, collect_eval, flat, read_json, stage_metrics
 from .render import fmt, to_html, to_markdown
 
 EVAL_METRICS = Path("metrics/eval.json")
@@ -89,6 +89,30 @@ def _eval_tables(results: dict[str, dict], digits: int) -> tuple[tuple, tuple | 
                   [[name, *(fmt(v.get(f), digits) for f in fields)] for name, v in rows])
 
 
+# where each stage's metrics say which task problems it drew (lmbuild.lm.task_setup.draw_stats)
+DRAWS = (("sft", "metrics/sft.json", "sources.tasks.problems."), ("dpo_pairs", "metrics/dpo_pairs.json", "problems."),
+         ("rlvr", "metrics/rlvr.json", "pool."))
+
+
+def task_space_table(root: Path) -> tuple | None:
+    """family x (space, distinct (drawn) per stage) from the stages' metrics, or None."""
+    per: dict[str, dict[str, dict]] = {}
+    for stage, path, prefix in DRAWS:
+        flat_m = read_json(root / path) or {}
+        for key, value in flat_m.items():
+            if key.startswith(prefix) and key.count(".") == prefix.count(".") + 1:
+                family, field = key[len(prefix):].split(".")
+                per.setdefault(family, {}).setdefault(stage, {})[field] = value
+    if not per:
+        return None
+    rows = []
+    for family, by_stage in sorted(per.items()):
+        space = next((v["space"] for v in by_stage.values() if "space" in v), None)
+        rows.append([family, _n(space), *(f"{_n(by_stage[s]['distinct'])} ({_n(by_stage[s]['drawn'])})"
+                                          if s in by_stage else "" for s, _, _ in DRAWS)])
+    return ("table", ["family", "problems", *(s for s, _, _ in DRAWS)], rows)
+
+
 def _figure(build, skipped: list[str], what: str, source: str, *args):
     try:
         fig = build(*args)
@@ -150,6 +174,12 @@ def build_report(params: dict, root: Path | str = ".") -> dict:
                     root, s, p))
 
     blocks.append(("h2", "Post-training"))
+    spaces = task_space_table(root)
+    if spaces:
+        blocks += [("p", "Verifiable task problems: how many each family's space holds (train and test at "
+                         "tasks.difficulty) and how many distinct problems each stage drew from its own part "
+                         "of the train split (drawn in brackets); the held-out problems are in none of them."),
+                   spaces]
     post = [s for s in stages if s in ("sft", "dpo", "rlvr")]
     if post:
         add(_figure(F.task_accuracy_figure, skipped, "task accuracy curves",

@@ -9,8 +9,12 @@ a problem's split is a hash of its family and canonical form, never of the seed.
     ex = generate("sort", "train", 1, seed=0)[0]   # Sort: 7 2 9 4 -> Answer: 2 4 7 9
     score(ex, model_reply)                          # Score(format=1.0, correct=0.0)
 
+Problems come in difficulty levels within a family (sort lists of 3 to 6 numbers), drawn in equal
+shares and reported per level; the train split has disjoint parts so that sft, dpo and rl never
+draw the same problem.
+
 Modules: errors (TaskError), difficulty (typed knobs), example (Example, hashing), splits
-(train/test membership), answers (extraction, scoring, reward), sampling (generate,
+(train/test membership, train parts), answers (extraction, scoring, reward), sampling (generate,
 generate_mix), families/ (arithmetic, word_problems, sorting: sort, strings: reverse and count).
 """
 
@@ -18,11 +22,11 @@ from .answers import Score, answers_match, extract_answer, normalise, reward, sc
 from .errors import TaskError
 from .example import Example
 from .families import DEFAULT_DIFFICULTY, FAMILIES, validate_difficulty
-from .sampling import generate, generate_mix, space_size, split_size
+from .sampling import generate, generate_mix, level_sizes, space_size, split_size
 from .splits import TEST_FRACTION
 
 __all__ = [
     "DEFAULT_DIFFICULTY", "FAMILIES", "TEST_FRACTION", "Example", "Score", "TaskError",
-    "answers_match", "extract_answer", "generate", "generate_mix", "normalise", "reward", "score",
+    "answers_match", "extract_answer", "generate", "generate_mix", "level_sizes", "normalise", "reward", "score",
     "space_size", "split_size", "validate_difficulty",
 ]

@@ -15,16 +15,21 @@ from .errors import fail
 
 @dataclass(frozen=True)
 class IntParam:
-    """An int in [lo, hi] (bools are refused: `True` is not a length)."""
-    default: int
+    """An int in [lo, hi] (bools are refused: `True` is not a length); null too when `null_means`
+    says what null stands for (a level range's lower end: null = the upper end)."""
+    default: int | None
     lo: int
     hi: int
     doc: str = ""
+    null_means: str = ""
 
     def rule(self) -> str:
-        return f"must be an int between {self.lo} and {self.hi}"
+        return f"must be an int between {self.lo} and {self.hi}" + (
+            f" or null ({self.null_means})" if self.null_means else "")
 
-    def check(self, key: str, value: Any) -> int:
+    def check(self, key: str, value: Any) -> int | None:
+        if value is None and self.null_means:
+            return None
         if isinstance(value, bool) or not isinstance(value, int) or not self.lo <= value <= self.hi:
             raise fail(key, self.rule(), value)
         return value
@@ -87,7 +92,8 @@ def defaults(params: dict[str, Param]) -> dict:
 
 
 def check_difficulty(family: str, params: dict[str, Param], difficulty: dict | None) -> dict:
-    """`difficulty` merged over the defaults, every value checked; TaskError on the first problem."""
+    """`difficulty` merged over the defaults, every value checked; TaskError on the first problem
+    (cross-knob rules, such as a level range's ends, are the family's `check`)."""
     if difficulty is None:
         difficulty = {}
     if not isinstance(difficulty, dict):

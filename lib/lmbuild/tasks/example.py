@@ -14,12 +14,14 @@ class Example:
     id: stable hash of (family, prompt): the same problem has the same id whatever the seed.
     prompt: the user message. answer: the canonical final answer (normalised string).
     solution: a short assistant reply for SFT demonstrations, whose last line is `Answer: <answer>`.
+    level: the family's difficulty level the problem belongs to (`len5`, `d3`, `mul`).
     """
     id: str
     family: str
     prompt: str
     answer: str
     solution: str
+    level: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,6 @@ def derive_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(digest("seed", seed, *parts), "little")
 
 
-def make_example(family: str, problem: Problem) -> Example:
+def make_example(family: str, problem: Problem, level: str = "") -> Example:
     return Example(id=example_id(family, problem.prompt), family=family, prompt=problem.prompt,
-                   answer=problem.answer, solution=problem.solution)
+                   answer=problem.answer, solution=problem.solution, level=level)

@@ -1,10 +1,16 @@
-"""Resumable checkpoints with a fingerprint.
+"""Resumable checkpoints with a fingerprint, and no pickle.
 
 `checkpoints/<stage>/` (a `persist: true` DVC output) holds `latest/` (model, optimizer, step,
-data position, loop counters, RNG states in `state.pt`) and `fingerprint.json`: a hash of the
-stage's params and of its inputs. A rerun resumes from `latest/` only when the fingerprint
-matches; otherwise it stops with a message saying what to do. Each checkpoint is written to a
-temporary directory and renamed into place, so a kill mid-write leaves the previous one intact.
+data position, loop counters, RNG states) and `fingerprint.json`: a hash of the stage's params
+and of its inputs. A rerun resumes from `latest/` only when the fingerprint matches; otherwise it
+stops with a message saying what to do. Each checkpoint is written to a temporary directory and
+renamed into place, so a kill mid-write leaves the previous one intact.
+
+Checkpoints travel through shared DVC caches and remotes, so loading one must not run code:
+`latest/tensors.safetensors` holds every tensor (safetensors is a header plus raw buffers) and
+`latest/state.json` everything else, with tensors, numpy arrays, tuples and non-string dict keys
+written as tagged JSON objects. Nothing is unpickled; a `state.pt` (the pickle format of earlier
+versions) is refused with one line, never opened.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..shards import atomic_write_text
+
+STATE, TENSORS, LEGACY = "state.json", "tensors.safetensors", "state.pt"
 
 
 class CheckpointError(Exception):
@@ -71,7 +80,10 @@ def check_fingerprint(ckpt_dir: Path, fp: dict, stage: str, on_mismatch: str = "
     inputs is never loaded: on_mismatch "restart" says so and trains from the start (what
     `dvc repro` after a params change needs), "stop" raises CheckpointError."""
     latest, fp_path = ckpt_dir / "latest", ckpt_dir / "fingerprint.json"
-    if not (latest / "state.pt").exists():
+    if (latest / LEGACY).exists() and not (latest / STATE).exists():
+        raise CheckpointError(f"{latest / LEGACY}: a pickled checkpoint is never loaded (unpickling can run code); "
+                              f"delete {ckpt_dir} to start {stage} over")
+    if not (latest / STATE).exists():
         return False
     old = json.loads(fp_path.read_text()) if fp_path.exists() else {}
     if old.get("id") == fp["id"]:
@@ -107,14 +119,64 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+class _Encoder:
+    """Splits a state tree into JSON (with tags) and a flat {key: tensor} for safetensors."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def __call__(self, obj, path: str):
+        if isinstance(obj, torch.Tensor):
+            # a copy of its own: safetensors refuses tensors that share storage (tied embeddings)
+            self.tensors[path] = obj.detach().cpu().clone().contiguous()
+            return {"__tensor__": path}
+        if isinstance(obj, np.ndarray):
+            arr = np.ascontiguousarray(obj)
+            # uint32 (numpy's MT19937 key) has no safe torch twin everywhere: widened, narrowed on load
+            self.tensors[path] = torch.from_numpy(arr.astype(np.int64) if arr.dtype == np.uint32 else arr.copy())
+            return {"__ndarray__": path, "dtype": str(arr.dtype)}
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, tuple):
+            return {"__tuple__": [self(v, f"{path}.{i}") for i, v in enumerate(obj)]}
+        if isinstance(obj, list):
+            return [self(v, f"{path}.{i}") for i, v in enumerate(obj)]
+        if isinstance(obj, dict):
+            if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+                return {k: self(v, f"{path}.{k}") for k, v in obj.items()}
+            return {"__items__": [[self(k, f"{path}.k{i}"), self(v, f"{path}.{i}")]
+                                  for i, (k, v) in enumerate(obj.items())]}
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise TypeError(f"checkpoint state at {path}: {type(obj).__name__} cannot be saved without pickle")
+
+
+def _decode(obj, tensors: dict[str, torch.Tensor]):
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj:
+        return tensors[obj["__ndarray__"]].numpy().astype(obj["dtype"])
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
 def save(ckpt_dir: Path, fp: dict, model: torch.nn.Module, optimizer, state: dict) -> None:
     """Write checkpoints/<stage>/latest atomically (call on the main process only)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_dir / ".latest.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(),
-                **state}, tmp / "state.pt")
+    enc = _Encoder()
+    tree = enc({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state(), **state}, "s")
+    save_file(enc.tensors, str(tmp / TENSORS))
+    (tmp / STATE).write_text(json.dumps(tree, sort_keys=True) + "\n")
     atomic_write_text(ckpt_dir / "fingerprint.json", json.dumps(fp, indent=1, sort_keys=True) + "\n")
     old = ckpt_dir / ".latest.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -125,4 +187,9 @@ def save(ckpt_dir: Path, fp: dict, model: torch.nn.Module, optimizer, state: dic
 
 
 def load(ckpt_dir: Path) -> dict:
-    return torch.load(ckpt_dir / "latest" / "state.pt", map_location="cpu", weights_only=False)
+    """The state `save` wrote: tensors read by safetensors, the rest parsed as JSON; no code runs."""
+    latest = ckpt_dir / "latest"
+    if (latest / LEGACY).exists() and not (latest / STATE).exists():
+        raise CheckpointError(f"{latest / LEGACY}: a pickled checkpoint is never loaded (unpickling can run code); "
+                              f"delete {ckpt_dir} to start over")
+    return _decode(json.loads((latest / STATE).read_text()), load_file(str(latest / TENSORS)))

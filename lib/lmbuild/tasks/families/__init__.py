@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..difficulty import check_difficulty, defaults
 from ..errors import fail
 from .arithmetic import Arithmetic
-from .base import Family
+from .base import Family, Level
 from .sorting import Sort
 from .strings import Count, Reverse
 from .word_problems import WordProblems
@@ -26,8 +26,12 @@ def get_family(name: object) -> Family:
 def validate_difficulty(family: str, difficulty: dict | None = None) -> dict:
     """The family's defaults with `difficulty` merged over them, every value checked.
     TaskError (one line naming `<family>.<key>`) on an unknown key, a wrong type or a value out
-    of range; unknown keys list the known ones."""
-    return check_difficulty(family, get_family(family).params, difficulty)
+    of range, or a level range whose lower end is above its upper end; unknown keys list the
+    known ones."""
+    fam = get_family(family)
+    d = check_difficulty(family, fam.params, difficulty)
+    fam.check(d)
+    return d
 
 
-__all__ = ["FAMILIES", "DEFAULT_DIFFICULTY", "Family", "get_family", "validate_difficulty"]
+__all__ = ["FAMILIES", "DEFAULT_DIFFICULTY", "Family", "Level", "get_family", "validate_difficulty"]

@@ -1,9 +1,14 @@
 """Arithmetic: `Compute: 3 4 + 5 8` -> `3 4 + 5 8 = 9 2` / `Answer: 9 2`.
 
-Two operands of up to `digits` digits each (uniform in 0..10**digits-1) and one operator from
-`ops`. With `spaced` (the default) every digit is written apart so that a cl100k-style
-tokenizer, which groups up to 3 digits into one token, sees one token per digit. Without
-`negative`, subtraction keeps the first operand >= the second.
+Two operands of up to `digits` digits each and one operator from `ops`. With `spaced` (the
+default) every digit is written apart so that a cl100k-style tokenizer, which groups up to 3
+digits into one token, sees one token per digit. Without `negative`, subtraction keeps the first
+operand >= the second.
+
+Levels: level k holds the problems whose larger operand has exactly k digits (level 1: both in
+0..9), for k from `min_digits` to `digits`; so `min_digits: 2, digits: 3` mixes two- and
+three-digit problems in equal shares. With `min_digits` null there is one level holding every
+pair of up to `digits` digits (operands uniform in 0..10**digits-1).
 """
 
 from __future__ import annotations
@@ -12,7 +17,12 @@ import random
 
 from ..difficulty import BoolParam, IntParam, SubsetParam
 from ..example import Problem
-from .base import Family, spaced, triangle
+from .base import Family, Level, blocks, length_range, spaced, triangle
+
+
+def _floor(k: int, d: dict) -> int:
+    """Smallest bound of level k: operands of level k are < 10**k, the larger one >= this."""
+    return 0 if k == 1 or d["min_digits"] is None else 10 ** (k - 1)
 
 
 class Arithmetic(Family):
@@ -20,29 +30,47 @@ class Arithmetic(Family):
     kind = "number"
     description = "a op b with up to `digits` digits per operand"
     params = {
-        "digits": IntParam(1, 1, 18, "max digits per operand (operands uniform in 0..10**digits-1)"),
+        "digits": IntParam(1, 1, 18, "max digits per operand"),
+        "min_digits": IntParam(None, 1, 18, "fewest digits of the larger operand (the easiest level)",
+                               null_means="same as digits"),
         "ops": SubsetParam(("+", "-"), ("+", "-", "*"), "operators to draw from"),
         "spaced": BoolParam(True, "write digits apart ('3 4'), one token each"),
         "negative": BoolParam(False, "allow subtraction results below zero"),
     }
 
-    def _blocks(self, d: dict) -> list[tuple[str, int]]:
-        n = 10 ** d["digits"]
-        return [(op, n * (n + 1) // 2 if op == "-" and not d["negative"] else n * n) for op in d["ops"]]
+    def check(self, d: dict) -> None:
+        length_range(self.name, d, "min_digits", "digits")
 
-    def size(self, d: dict) -> int:
-        return sum(size for _, size in self._blocks(d))
+    def _block_size(self, op: str, k: int, d: dict) -> int:
+        hi, lo = 10 ** k, _floor(k, d)
+        if op == "-" and not d["negative"]:  # pairs a >= b with a in lo..hi-1
+            return hi * (hi + 1) // 2 - lo * (lo + 1) // 2
+        return hi * hi - lo * lo                # pairs below hi with the larger >= lo
+
+    def levels(self, d: dict) -> list[Level]:
+        return blocks([(f"d{k}", sum(self._block_size(op, k, d) for op in d["ops"]))
+                       for k in length_range(self.name, d, "min_digits", "digits")])
 
     def _decode(self, d: dict, index: int) -> tuple[int, str, int]:
-        n = 10 ** d["digits"]
-        for op, size in self._blocks(d):
-            if index < size:
+        for lv in self.levels(d):
+            if index < lv.start + lv.size:
+                break
+        else:
+            raise IndexError(index)
+        r, k = index - lv.start, int(lv.name[1:])
+        hi, lo = 10 ** k, _floor(k, d)
+        for op in d["ops"]:
+            size = self._block_size(op, k, d)
+            if r < size:
                 if op == "-" and not d["negative"]:
-                    a, b = triangle(index)
+                    a, b = triangle(r + lo * (lo + 1) // 2)  # triangle lists pairs by growing a
                     return a, op, b
-                return index // n, op, index % n
-            index -= size
-        raise IndexError(index)
+                if r < (hi - lo) * hi:                        # larger-or-equal first operand in lo..hi-1
+                    return lo + r // hi, op, r % hi
+                r -= (hi - lo) * hi                           # first operand below lo, second in lo..hi-1
+                return r // (hi - lo), op, lo + r % (hi - lo)
+            r -= size
+        raise IndexError(index)  # pragma: no cover - the levels cover the numbering
 
     def key(self, d: dict, index: int) -> str:
         a, op, b = self._decode(d, index)

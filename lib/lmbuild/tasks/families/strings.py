@@ -3,7 +3,8 @@
 - reverse: `Reverse: q w e r` -> `Answer: r e w q`
 - count:   `Count a in: b a c a d a` -> `Answer: 3`
 
-Letters come from the first `alphabet` letters of a..z; strings have `length` letters.
+Letters come from the first `alphabet` letters of a..z; strings have `length` letters. Levels are
+string lengths, from `min_length` (null: `length`, one level) to `length`.
 """
 
 from __future__ import annotations
@@ -13,51 +14,76 @@ import string
 
 from ..difficulty import IntParam
 from ..example import Problem
-from .base import Family, mixed_radix
+from .base import Family, Level, blocks, length_range, mixed_radix
 
 LETTERS = string.ascii_lowercase
 
 
-def _letters(index: int, d: dict) -> list[str]:
-    return [LETTERS[i] for i in mixed_radix(index, d["alphabet"], d["length"])]
+def _letters(index: int, alphabet: int, length: int) -> list[str]:
+    return [LETTERS[i] for i in mixed_radix(index, alphabet, length)]
 
 
-class Reverse(Family):
+class _LengthLevels(Family):
+    """Levels by string length; `_per_length(d, n)` problems of length n."""
+
+    def _per_length(self, d: dict, n: int) -> int:
+        raise NotImplementedError
+
+    def check(self, d: dict) -> None:
+        length_range(self.name, d, "min_length", "length")
+
+    def levels(self, d: dict) -> list[Level]:
+        return blocks([(f"len{n}", self._per_length(d, n)) for n in length_range(self.name, d, "min_length", "length")])
+
+    def _locate(self, d: dict, index: int) -> tuple[int, int]:
+        """(length, index within that length's block)."""
+        for lv in self.levels(d):
+            if index < lv.start + lv.size:
+                return int(lv.name[3:]), index - lv.start
+        raise IndexError(index)
+
+
+class Reverse(_LengthLevels):
     name = "reverse"
     kind = "letters"
     description = "reverse a sequence of letters"
     params = {
-        "length": IntParam(4, 2, 64, "how many letters"),
+        "length": IntParam(4, 2, 64, "how many letters (the longest level)"),
+        "min_length": IntParam(None, 2, 64, "the shortest strings (the easiest level)", null_means="same as length"),
         "alphabet": IntParam(26, 2, 26, "letters are drawn from the first `alphabet` of a..z"),
     }
 
-    def size(self, d: dict) -> int:
-        return d["alphabet"] ** d["length"]
+    def _per_length(self, d: dict, n: int) -> int:
+        return d["alphabet"] ** n
 
     def key(self, d: dict, index: int) -> str:
-        return "".join(_letters(index, d))
+        n, r = self._locate(d, index)
+        return "".join(_letters(r, d["alphabet"], n))
 
     def render(self, d: dict, index: int, rng: random.Random) -> Problem:
-        letters = _letters(index, d)
+        n, r = self._locate(d, index)
+        letters = _letters(r, d["alphabet"], n)
         answer = " ".join(reversed(letters))
         return Problem(prompt=f"Reverse: {' '.join(letters)}", answer=answer, solution=f"Answer: {answer}")
 
 
-class Count(Family):
+class Count(_LengthLevels):
     name = "count"
     kind = "number"
     description = "count one letter in a sequence of letters"
     params = {
-        "length": IntParam(6, 2, 64, "how many letters"),
+        "length": IntParam(6, 2, 64, "how many letters (the longest level)"),
+        "min_length": IntParam(None, 2, 64, "the shortest strings (the easiest level)", null_means="same as length"),
         "alphabet": IntParam(4, 2, 26, "letters (and the one to count) come from the first `alphabet` of a..z"),
     }
 
-    def _decode(self, d: dict, index: int) -> tuple[str, list[str]]:
-        target, rest = divmod(index, d["alphabet"] ** d["length"])
-        return LETTERS[target], _letters(rest, d)
+    def _per_length(self, d: dict, n: int) -> int:
+        return d["alphabet"] ** (n + 1)   # the letter to count, then the string
 
-    def size(self, d: dict) -> int:
-        return d["alphabet"] ** (d["length"] + 1)
+    def _decode(self, d: dict, index: int) -> tuple[str, list[str]]:
+        n, r = self._locate(d, index)
+        target, rest = divmod(r, d["alphabet"] ** n)
+        return LETTERS[target], _letters(rest, d["alphabet"], n)
 
     def key(self, d: dict, index: int) -> str:
         target, letters = self._decode(d, index)

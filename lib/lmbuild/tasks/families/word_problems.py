@@ -5,6 +5,7 @@ The problem is the arithmetic (op, x, y) with operands in 1..`max_value` (subtra
 below zero, division is exact); its split is decided by that arithmetic alone, so renaming the
 person or the object never moves a problem between train and test. The wording is one of the
 first `templates` templates of the operator, with a name and an object picked by the seed.
+Levels are the operators (`add`, `sub`, `mul`, `div`), drawn in equal shares.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import random
 
 from ..difficulty import IntParam, SubsetParam
 from ..example import Problem
-from .base import Family, triangle
+from .base import Family, Level, blocks, triangle
 
 # Short, common words: the demo tokenizer (4096 byte-level BPE) keeps them to 1-2 tokens each.
 NAMES = ("Tom", "Ann", "Sam", "Ben", "Max", "Kim", "Tim", "Amy")
@@ -52,6 +53,9 @@ TEMPLATES = {
 }
 
 
+_LEVEL = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
+
+
 class WordProblems(Family):
     name = "word_problems"
     kind = "number"
@@ -66,8 +70,8 @@ class WordProblems(Family):
         m = d["max_value"]
         return [(op, m * (m + 1) // 2 if op == "-" else m * m) for op in d["ops"]]
 
-    def size(self, d: dict) -> int:
-        return sum(size for _, size in self._blocks(d))
+    def levels(self, d: dict) -> list[Level]:
+        return blocks([(_LEVEL[op], size) for op, size in self._blocks(d)])
 
     def _decode(self, d: dict, index: int) -> tuple[str, int, int, int]:
         """(op, x, y, result) of problem `index`."""
