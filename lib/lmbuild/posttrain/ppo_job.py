@@ -210,6 +210,9 @@ def run(params: dict, *, init_model: Path, out_model: Path, ckpt_dir: Path, live
     st = rl_start(p, init_model)
     tok, start_info, eos_ids, pad_id, device, attn = st.tok, st.start_info, st.eos_ids, st.pad_id, st.device, st.attn
     policy = start_model(init_model, tok, start_info, attn)
+    # the value head's fresh rows come from torch's global generator: seed it, so an in-process
+    # run (a study, a test) draws the same head whatever ran before it
+    torch.manual_seed(seed)
     model = PolicyAndValue(policy, load_value_model(value_init, policy.get_input_embeddings().weight.shape[0], attn,
                                                     grow=value_init == init_model))
     ref = start_model(init_model, tok, start_info, attn).to(device).eval()
