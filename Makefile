@@ -33,8 +33,14 @@ repro: setup
 studies: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro studies/dvc.yaml
 
+# Tests run in TEST_WORKERS processes (pytest-xdist; 0 runs them in this process), each test file
+# whole on one worker so that its module fixtures are built once; tests/conftest.py starts the
+# longest files first and splits the cores' OpenMP threads between the workers.
+TEST_WORKERS ?= 2
+
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 \
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[demo,dask,dev,bench]'

@@ -13,7 +13,29 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `stages` imports in process, whichever directory pytest starts in
+    sys.path.insert(0, str(REPO))
+# Under pytest-xdist (`make test` runs two workers) each worker, and every stage it starts (they
+# inherit the environment), gets an equal share of the cores for torch's OpenMP threads: two
+# workers of two threads each on two cores spin against each other. Set before torch is imported;
+# an OMP_NUM_THREADS already in the environment wins.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 LID_MODEL = REPO / "assets" / "lid.176.ftz"
+
+# The modules that take minutes, longest first (pytest --durations on 2 cores). Under xdist each
+# file runs whole on one worker (`--dist loadfile`, so module fixtures are built once), in
+# collection order: these start first and the short files fill in around them, rather than a
+# long one starting last while the other worker sits idle.
+LONG_MODULES = ("test_posttrain.py", "test_pipeline_e2e.py", "test_reward_model.py", "test_train.py",
+                "test_mixture_training.py", "test_studies.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank = {name: i for i, name in enumerate(LONG_MODULES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 def stage_env() -> dict:
@@ -31,6 +53,33 @@ def run_stage(workdir: Path, stage: str, check: bool = True, timeout: int = 600,
     if check and proc.returncode != 0:
         raise AssertionError(f"stage {stage} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def run_stage_in_process(workdir: Path, stage: str, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`python -m stages.<stage>` as this process's call of the stage's main() in workdir: the
+    same code, exit status and stderr, without the Python start-up and imports that are most of
+    the time of a stage stopping at its params check. An exception other than SystemExit is
+    raised here (where the command line would have printed its traceback)."""
+    import contextlib
+    import importlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    cwd, argv = os.getcwd(), sys.argv
+    code = 0
+    try:
+        os.chdir(workdir)
+        sys.argv = [f"stages.{stage}", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                importlib.import_module(f"stages.{stage}").main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+    return subprocess.CompletedProcess([sys.executable, "-m", f"stages.{stage}", *args], code,
+                                       out.getvalue(), err.getvalue())
 
 
 def expand_stages(stages: dict) -> dict[str, dict]:

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from conftest import run_stage_in_process
 from test_train import PARAMS, make_project, run
 from train_data import make_project_inputs
 
@@ -105,6 +106,8 @@ def test_doremi_weights_come_from_the_excess_over_a_reference(tmp_path, inputs):
 ])
 def test_bad_mixture_params_stop_before_training(tmp_path, inputs, mixture, message):
     proj = make_project(tmp_path, inputs, with_mixture(**mixture))
-    p = run(proj, "pretrain", check=False)
+    # pretrain's main() in this process: the same checks, exit status and stderr as the command
+    # line (whose exit on bad params tests/test_params.py runs), without a start-up per case
+    p = run_stage_in_process(proj.root, "pretrain")
     assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert not (proj.root / "checkpoints/pretrain").exists()

@@ -1,10 +1,12 @@
-"""The data stages end to end on the demo corpus: byte-identical reruns, the same bytes from the
-local and the Dask executor, a killed stage leaves nothing half-written and its rerun matches an
-uninterrupted run, and DVC reruns exactly what a change touches."""
+"""The whole pipeline under `dvc repro` on the demo corpus (tiny training stages), once for the
+module; its data stages are the reference for the rest: byte-identical reruns, the same bytes from
+the local and the Dask executor, a killed stage leaves nothing half-written and its rerun matches
+an uninterrupted run, and DVC reruns exactly what a change touches."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import shutil
@@ -47,25 +49,62 @@ def digest(root: Path, stages=None) -> dict[str, bytes]:
     return out
 
 
-def run_pipeline(root: Path, params: dict, stages=STAGES) -> dict[str, bytes]:
+def scratch_project(root: Path, params: dict) -> Project:
+    """A scratch project with these params and the repository's own eval sets (evals/), which the
+    reference run (a git copy of the repository) has too."""
     project = Project(root)
     project.write_params(params)
+    shutil.copytree(REPO / "evals", root / "evals", dirs_exist_ok=True)
+    return project
+
+
+def run_pipeline(root: Path, params: dict, stages=STAGES) -> dict[str, bytes]:
+    project = scratch_project(root, params)
     for stage in stages:
         project.run(stage)
     return digest(root)
 
 
+def copy_outputs(src: Path, dst: Path, stages) -> None:
+    for rel in outputs_of(stages):
+        if (src / rel).is_dir():
+            shutil.copytree(src / rel, dst / rel, symlinks=True)
+        elif (src / rel).exists():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dst / rel)
+
+
 @pytest.fixture(scope="module")
-def demo_params():
+def pipeline_run(tmp_path_factory):
+    """The whole pipeline under `dvc repro`, once for this module, in a git copy of the repository:
+    params.yaml's data stages on the demo corpus and the training stages at a few seconds each
+    (SMALL_TRAINING). Its data-stage outputs are the reference every rerun below must reproduce
+    byte for byte, so the data stages run once under DVC instead of once more outside it."""
     import yaml
 
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    root = tmp_path_factory.mktemp("pipeline")
+    _git_copy(root)
+    prefs = [{"prompt": f"Sort: {a} {b}", "chosen": f"Answer: {min(a, b)} {max(a, b)}", "rejected": f"Answer: {a}"}
+             for a in range(1, 9) for b in range(1, 9) if a != b]
+    (root / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
+    params = small_training(yaml.safe_load((root / "params.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    first = dvc(root, "repro")
+    assert first.returncode == 0, first.stderr[-4000:] + first.stdout[-4000:]
+    return root, params, first.stdout
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, demo_params):
-    root = tmp_path_factory.mktemp("reference")
-    return root, run_pipeline(root, demo_params)
+def run_params(pipeline_run):
+    """The reference run's params: params.yaml with the training sections shrunk (the data
+    stages read params.yaml's own sections, apart from the task families and eval set sizes)."""
+    return pipeline_run[1]
+
+
+@pytest.fixture(scope="module")
+def reference_run(pipeline_run):
+    root = pipeline_run[0]
+    return root, digest(root)
 
 
 def test_demo_run_has_real_work_in_it(reference_run):
@@ -96,29 +135,39 @@ def test_demo_run_has_real_work_in_it(reference_run):
     assert mix["val.train_overlap_documents"] == 0 and mix["val.documents"] > 0
 
 
-def test_rerun_from_scratch_is_byte_identical(reference_run, tmp_path, demo_params):
+def test_rerun_from_scratch_is_byte_identical(reference_run, tmp_path, run_params):
     _, first = reference_run
-    assert run_pipeline(tmp_path, demo_params) == first
+    assert run_pipeline(tmp_path, run_params) == first
 
 
-def test_dask_executor_gives_the_same_bytes(reference_run, tmp_path, demo_params):
+def test_dask_executor_gives_the_same_bytes(reference_run, tmp_path, run_params):
     pytest.importorskip("distributed")
     _, first = reference_run
-    params = copy.deepcopy(demo_params)
+    params = copy.deepcopy(run_params)
     params["common"]["executor"] = "dask"
     assert run_pipeline(tmp_path, params) == first
 
 
 # eval_sets writes its few small files in milliseconds, too fast to catch mid-write; it uses the
 # same atomic_dir as the stages tested here
+def _holds_files(tmp: Path) -> bool:
+    """Whether a stage's temporary output directory exists with a file in it; False when the
+    stage renames it into place while it is being listed."""
+    try:
+        return tmp.exists() and any(p.is_file() for p in tmp.rglob("*"))
+    except FileNotFoundError:
+        return False
+
+
 @pytest.mark.parametrize("stage", [s for s in STAGES if s != "eval_sets"])
-def test_killed_stage_leaves_nothing_and_rerun_matches(reference_run, tmp_path, demo_params, stage):
-    _, first = reference_run
-    project = Project(tmp_path)
-    project.write_params(demo_params)
+def test_killed_stage_leaves_nothing_and_rerun_matches(reference_run, tmp_path, run_params, stage):
+    root, first = reference_run
+    scratch_project(tmp_path, run_params)
     position = STAGES.index(stage)
-    for upstream in STAGES[:position]:
-        project.run(upstream)
+    # the upstream outputs come from the reference run rather than from running the upstream
+    # stages again: they are the same bytes (test_rerun_from_scratch_is_byte_identical), and
+    # what is under test is this stage's kill and rerun
+    copy_outputs(root, tmp_path, STAGES[:position])
     proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path, env=stage_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     dirs = [Path(o) for o in (next(iter(x)) if isinstance(x, dict) else x for x in PIPELINE[stage]["outs"])
@@ -128,7 +177,7 @@ def test_killed_stage_leaves_nothing_and_rerun_matches(reference_run, tmp_path, 
     busy = []
     while not busy:  # kill once the stage is writing one of its outputs
         assert proc.poll() is None and time.time() < deadline, "stage ended before it could be killed"
-        busy = [t for t in temporaries if t.exists() and any(p.is_file() for p in t.rglob("*"))]
+        busy = [t for t in temporaries if _holds_files(t)]
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -136,7 +185,7 @@ def test_killed_stage_leaves_nothing_and_rerun_matches(reference_run, tmp_path, 
         # either the temporary is still there and the output is not, or the directory was
         # finished and renamed whole in the instant between seeing it and the kill
         assert tmp.exists() != temporaries[tmp].exists(), tmp
-    project.run(stage)
+    run_stage(tmp_path, stage)
     done = STAGES[: position + 1]  # the stages downstream are covered by the rerun tests above
     assert digest(tmp_path, done) == digest_of(first, done)
     assert not list(tmp_path.rglob(".*.tmp"))
@@ -164,6 +213,7 @@ def dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(dvc_bin), *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
 
 
+@functools.lru_cache(maxsize=None)
 def _resolved(dep: str) -> str:
     """A dep as DVC reads it: `${sft.init_model}` is params.yaml's value (the start model)."""
     import re
@@ -177,16 +227,24 @@ def _resolved(dep: str) -> str:
     return node
 
 
+def _overlap(dep: str, out: str) -> bool:
+    """A dep reads an output when it is the output, a file inside it (card@sft reads
+    data/eval/sft/metrics.json of eval@sft's data/eval/sft) or a directory holding it, as DVC
+    links stages."""
+    return dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
+
+
 def downstream_of(section: str) -> set[str]:
     """Stages that use a params section, plus every stage that depends on their outputs."""
     stages = PIPELINE
     outs = {name: {next(iter(o)) if isinstance(o, dict) else o for o in st.get("outs", [])} for name, st in stages.items()}
+    deps = {name: [_resolved(d) for d in st["deps"]] for name, st in stages.items()}
     hit = {name for name, st in stages.items() if section in st.get("params", [])}
     changed = True
     while changed:
         changed = False
-        for name, st in stages.items():
-            if name not in hit and any(_resolved(d) in outs[h] for h in hit for d in st["deps"]):
+        for name in stages:
+            if name not in hit and any(_overlap(d, o) for h in hit for o in outs[h] for d in deps[name]):
                 hit.add(name)
                 changed = True
     return hit
@@ -239,77 +297,120 @@ def small_training(params: dict) -> dict:
     return out
 
 
-def test_dvc_reruns_only_what_changed(tmp_path):
+def ran(proc: subprocess.CompletedProcess) -> set[str]:
+    """The stages a `dvc repro` ran (with --dry: would run)."""
+    return {name for name in PIPELINE if f"Running stage '{name}'" in proc.stdout}
+
+
+def dvc_dependents(root: Path) -> dict[str, set[str]]:
+    """DVC's own graph of the main pipeline (${<stage>.init_model} deps resolved as it resolves
+    them): each stage -> every stage that depends on it, directly or through others, which is what
+    `dvc repro` reruns when the stage's outputs change (--force-downstream walks the same graph)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    cwd = os.getcwd()
+    os.chdir(root)  # DVC places outputs against the working directory
+    try:
+        with Repo(".") as repo:
+            graph = repo.index.graph  # edges go from a stage to the stages it depends on
+            return {stage.addressing: {s.addressing for s in nx.ancestors(graph, stage)} & set(PIPELINE)
+                    for stage in graph if stage.addressing in PIPELINE}
+    finally:
+        os.chdir(cwd)
+
+
+def test_dvc_reruns_only_what_changed(pipeline_run, tmp_path):
     import yaml
 
-    _git_copy(tmp_path)
-    prefs = [{"prompt": f"Sort: {a} {b}", "chosen": f"Answer: {min(a, b)} {max(a, b)}", "rejected": f"Answer: {a}"}
-             for a in range(1, 9) for b in range(1, 9) if a != b]
-    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in prefs))
-    original = yaml.safe_dump(small_training(yaml.safe_load((tmp_path / "params.yaml").read_text())),
-                              sort_keys=False)
-    (tmp_path / "params.yaml").write_text(original)
-    first = dvc(tmp_path, "repro")
-    assert first.returncode == 0, first.stderr + first.stdout
+    built, _, first = pipeline_run
     for name in PIPELINE:
-        assert f"Running stage '{name}'" in first.stdout, name
-    again = dvc(tmp_path, "repro")
+        assert f"Running stage '{name}'" in first, name
+    # the reruns below change the project (workspace, git, DVC cache): they run on a copy, and the
+    # other tests keep reading the reference run's outputs
+    root = tmp_path / "project"
+    shutil.copytree(built, root, symlinks=True)
+    original = (root / "params.yaml").read_text()
+    again = dvc(root, "repro")  # (a copy: new inodes, so DVC hashes every file again, and finds no change)
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
 
+    def write(params: dict) -> None:
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    # The params-to-rerun matrix: for every section, the stages DVC sees changed are exactly those
+    # that read the section, and the stages that rerun when their outputs change (DVC's graph) are
+    # exactly what dvc.yaml puts downstream of them, never a stage upstream. A params change that
+    # changes an output reruns all of that (a new learning rate gives new weights, a new filter
+    # threshold new documents); DVC's graph names those stages without training them, where real
+    # reruns of every section would rerun most of the pipeline several times over. That a real
+    # rerun does go down the graph, and stops where an output comes out unchanged, the two real
+    # repros below show.
+    dependents = dvc_dependents(root)
+    changes = {}
     for section in yaml.safe_load(original):  # the whole matrix: every section, every stage
         if section == "studies":  # read by studies/dvc.yaml only (tests/test_studies.py)
             continue
         params = yaml.safe_load(original)
         bump_one_param(params, section)
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        status = dvc(tmp_path, "status", "dvc.yaml", "--json")  # the main pipeline (not the studies')
-        # DVC lists the stages whose own params changed; those downstream follow when (and only
-        # when) an upstream output really changes, which the repros below check
-        users = {name for name, st in PIPELINE.items() if section in st.get("params", [])}
-        assert set(json.loads(status.stdout)) == users, section
-    (tmp_path / "params.yaml").write_text(original)
-
-    # a filter threshold reruns filter and the data stages after it, never acquire; training
-    # reruns only if the token shards came out different (here the mix absorbs the change)
-    (tmp_path / "params.yaml").write_text(original.replace("min_score: 0.65", "min_score: 0.5", 1))
-    third = dvc(tmp_path, "repro")
-    ran = {name for name in PIPELINE if f"Running stage '{name}'" in third.stdout}
-    assert downstream_of("filter") & set(STAGES) <= ran <= downstream_of("filter"), third.stdout
-
-    # the pretraining learning rate reruns pretrain and what follows it, nothing upstream
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        changes[section] = params
+    # and nested keys: a filter threshold, the pretraining learning rate
+    params = yaml.safe_load(original)
+    params["filter"]["rules"]["langid"]["min_score"] = params["filter"]["rules"]["langid"]["min_score"] * 0.9
+    changes["filter.rules.langid.min_score"] = params
+    params = yaml.safe_load(original)
     params["pretrain"]["optim"]["lr"] = params["pretrain"]["optim"]["lr"] / 2
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    fourth = dvc(tmp_path, "repro")
-    assert fourth.returncode == 0, fourth.stderr
-    ran = {name for name in PIPELINE if f"Running stage '{name}'" in fourth.stdout}
-    assert ran == downstream_of("pretrain") and {"pretrain", "anneal"} <= ran, fourth.stdout
-    assert not ran & set(STAGES), fourth.stdout
+    changes["pretrain.optim.lr"] = params
+    for what, params in changes.items():
+        section = what.split(".")[0]
+        write(params)
+        status = dvc(root, "status", "dvc.yaml", "--json")  # the main pipeline (not the studies')
+        changed = set(json.loads(status.stdout))
+        users = {name for name, st in PIPELINE.items() if section in st.get("params", [])}
+        assert changed == users, what
+        rerun = changed.union(*(dependents[name] for name in changed))
+        assert rerun == downstream_of(section), (what, rerun ^ downstream_of(section))
+    assert {"pretrain", "anneal", "sft", "dpo", "rlvr", "report"} <= downstream_of("pretrain")
+    assert not downstream_of("pretrain") & set(STAGES) and "acquire" not in downstream_of("filter")
+    # and `dvc repro` walks that graph: with the learning rate changed, a dry run that treats every
+    # rerun stage's outputs as changed names the same stages
+    dry = dvc(root, "repro", "--dry", "--force-downstream", "dvc.yaml")
+    assert dry.returncode == 0 and ran(dry) == downstream_of("pretrain"), dry.stdout
+    (root / "params.yaml").write_text(original)
 
-    # the dpo loss or beta reruns dpo and what follows; the pairs and their cached reference
-    # log-probs (dpo_pairs reads only dpo.pairs) are reused
-    for change in ({"loss": "simpo", "beta": 2.0}, {"beta": 0.2}):
-        params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-        params["dpo"].update(change)
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        out = dvc(tmp_path, "repro")
-        assert out.returncode == 0, out.stderr
-        ran = {name for name in PIPELINE if f"Running stage '{name}'" in out.stdout}
-        assert "dpo" in ran and "dpo_pairs" not in ran and ran <= downstream_of("dpo"), out.stdout
-        # the eval re-evaluates the changed models only
-        assert {"eval@dpo", "eval@rlvr", "report"} <= ran, out.stdout
-        assert not {"eval@pretrain", "eval@anneal", "eval@sft", "eval_sets", "contamination"} & ran, out.stdout
+    # a real rerun absorbed: the filter's record-batch size changes its params but not its output
+    # (rows are filtered one by one, whatever the batching); filter reruns, its outputs come out
+    # byte-identical, and DVC reruns nothing after it
+    params = yaml.safe_load(original)
+    params["filter"]["batch_rows"] = params["filter"]["batch_rows"] // 2 - 7
+    write(params)
+    third = dvc(root, "repro")
+    assert third.returncode == 0, third.stderr
+    assert ran(third) == {"filter"}, third.stdout
+
+    # a real rerun propagating: the dpo loss reruns dpo and what follows, a changed model going
+    # down to the report, with trainers starting over from checkpoints made with other params
+    # (dpo) or inputs (rlvr); the pairs and their cached reference log-probs (dpo_pairs reads
+    # only dpo.pairs) are reused. (Its beta alone reruns the same stages: the matrix above shows
+    # that a number of the dpo section reaches dpo and not dpo_pairs.)
+    params["dpo"].update({"loss": "simpo", "beta": 2.0})
+    write(params)
+    out = dvc(root, "repro")
+    assert out.returncode == 0, out.stderr
+    assert "dpo" in ran(out) and "dpo_pairs" not in ran(out) and ran(out) <= downstream_of("dpo"), out.stdout
+    # the eval re-evaluates the changed models only
+    assert {"eval@dpo", "eval@rlvr", "report"} <= ran(out), out.stdout
+    assert not {"eval@pretrain", "eval@anneal", "eval@sft", "eval_sets", "contamination"} & ran(out), out.stdout
 
     # versioning: push every output to a DVC remote, clone the repository elsewhere and pull:
     # models, data and metrics come back and nothing needs recomputing
-    remote, clone = tmp_path.parent / f"{tmp_path.name}-remote", tmp_path.parent / f"{tmp_path.name}-clone"
-    assert dvc(tmp_path, "remote", "add", "-d", "local", str(remote)).returncode == 0
-    pushed = dvc(tmp_path, "push", "dvc.yaml")  # the main pipeline (studies/dvc.lock names outputs not run here)
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    assert dvc(root, "remote", "add", "-d", "local", str(remote)).returncode == 0
+    pushed = dvc(root, "push", "dvc.yaml")  # the main pipeline (studies/dvc.lock names outputs not run here)
     assert pushed.returncode == 0, pushed.stderr
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-qm", "demo run"], cwd=tmp_path, check=True)
-    subprocess.run(["git", "clone", "-q", str(tmp_path), str(clone)], check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "demo run"], cwd=root, check=True)
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
     shutil.copy2(REPO / "assets" / "lid.176.ftz", clone / "assets" / "lid.176.ftz")  # what `make setup` does
     pulled = dvc(clone, "pull", "dvc.yaml")
     assert pulled.returncode == 0, pulled.stderr
@@ -317,7 +418,7 @@ def test_dvc_reruns_only_what_changed(tmp_path):
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     for rel in ("models/rlvr/model.safetensors", "data/dpo/pairs.jsonl", "data/eval/sft/metrics.json",
                 "metrics/eval.json", "reports/report.html", "cards/rlvr/README.md"):
-        assert (clone / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+        assert (clone / rel).read_bytes() == (root / rel).read_bytes(), rel
     # every model has a card naming its sources, and its lineage reaches acquire on the clone
     assert "| python_docs |" in (clone / "cards/sft/README.md").read_text()
     lineage = subprocess.run([sys.executable, "-m", "lmbuild.lineage", "models/rlvr"], cwd=clone, env=stage_env(),
@@ -353,7 +454,7 @@ def test_truncated_input_shard_is_named_not_a_traceback(reference_run, tmp_path,
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
-def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, demo_params, monkeypatch):
+def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, run_params, monkeypatch):
     """Recipes built from the first stage they change, on the main pipeline's held-out set;
     the default recipe rebuilt from raw gives the main pipeline's tokens byte for byte; proxies
     and the fit rank the recipes with standard errors."""
@@ -367,7 +468,7 @@ def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, demo_para
     proj = tmp_path / "p"
     for sub in ("data", "models", "metrics", "assets"):
         shutil.copytree(root / sub, proj / sub, symlinks=True)
-    params = copy.deepcopy(demo_params)
+    params = copy.deepcopy(run_params)
     params["studies"]["proxy"] = {**params["studies"]["proxy"], "max_tokens": 8192, "log_every": 2,
                                   "schedule": {"kind": "cosine", "warmup_steps": 1, "min_lr_ratio": 0.1},
                                   "eval": {"every_steps": 4, "blocks_per_domain": 1}}
