@@ -52,12 +52,8 @@ class Arithmetic(Family):
                        for k in length_range(self.name, d, "min_digits", "digits")])
 
     def _decode(self, d: dict, index: int) -> tuple[int, str, int]:
-        for lv in self.levels(d):
-            if index < lv.start + lv.size:
-                break
-        else:
-            raise IndexError(index)
-        r, k = index - lv.start, int(lv.name[1:])
+        lv, r = self.locate(d, index)
+        k = int(lv.name[1:])
         hi, lo = 10 ** k, _floor(k, d)
         for op in d["ops"]:
             size = self._block_size(op, k, d)

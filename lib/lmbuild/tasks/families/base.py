@@ -46,11 +46,15 @@ class Family:
         last = self.levels(d)[-1]
         return last.start + last.size
 
-    def level_of(self, d: dict, index: int) -> str:
+    def locate(self, d: dict, index: int) -> tuple[Level, int]:
+        """The level holding problem `index`, and the index's offset inside it."""
         for lv in self.levels(d):
             if index < lv.start + lv.size:
-                return lv.name
+                return lv, index - lv.start
         raise IndexError(index)
+
+    def level_of(self, d: dict, index: int) -> str:
+        return self.locate(d, index)[0].name
 
     def check(self, d: dict) -> None:
         """Cross-knob checks (a minimum above its maximum); TaskError naming the key."""

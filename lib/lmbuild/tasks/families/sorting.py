@@ -35,13 +35,11 @@ class Sort(Family):
                        for n in length_range(self.name, d, "min_length", "length")])
 
     def _decode(self, d: dict, index: int) -> tuple[str, list[int]]:
-        for lv in self.levels(d):
-            if index < lv.start + lv.size:
-                n, r = int(lv.name[3:]), index - lv.start
-                per_order = (d["max_value"] + 1) ** n
-                order = _ORDERS[d["order"]][r // per_order]
-                return order, mixed_radix(r % per_order, d["max_value"] + 1, n)
-        raise IndexError(index)
+        lv, r = self.locate(d, index)
+        n = int(lv.name[3:])
+        per_order = (d["max_value"] + 1) ** n
+        order = _ORDERS[d["order"]][r // per_order]
+        return order, mixed_radix(r % per_order, d["max_value"] + 1, n)
 
     def key(self, d: dict, index: int) -> str:
         order, values = self._decode(d, index)

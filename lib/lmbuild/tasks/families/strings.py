@@ -37,10 +37,8 @@ class _LengthLevels(Family):
 
     def _locate(self, d: dict, index: int) -> tuple[int, int]:
         """(length, index within that length's block)."""
-        for lv in self.levels(d):
-            if index < lv.start + lv.size:
-                return int(lv.name[3:]), index - lv.start
-        raise IndexError(index)
+        lv, r = self.locate(d, index)
+        return int(lv.name[3:]), r
 
 
 class Reverse(_LengthLevels):
