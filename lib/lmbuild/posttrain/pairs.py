@@ -4,7 +4,10 @@ them (a changed loss or beta reuses them; only the pairs or the reference model 
 Pairs come from files of (prompt, chosen, rejected) in the common formats, or are generated on
 policy: K sampled completions per training task prompt from the SFT model, scored by a scorer
 (the task verifier, or a local reward-model directory), chosen = best, rejected = worst, ties
-skipped (the on-policy recipe of SimPO, Meng et al. 2024, and Llama 3, Dubey et al. 2024).
+skipped (the on-policy recipe of SimPO, Meng et al. 2024, and Llama 3, Dubey et al. 2024). With
+`pairs_per_prompt` > 1 a prompt gives up to that many pairs, each a distinct worse answer against
+a best one (Iterative RPO, Pang et al. 2024, pairs every correct with every wrong answer): the
+same samples then teach more of the ways an answer goes wrong.
 A hash of each pair's prompt puts `val_fraction` of them in a held-out split.
 """
 
@@ -33,6 +36,26 @@ def _val(prompt: list[dict], fraction: float) -> bool:
     return int.from_bytes(h, "big") / 2 ** 64 < fraction
 
 
+def pick_pairs(texts: list[str], scores: list[float], n: int) -> list[tuple[int, int]]:
+    """Up to `n` (chosen, rejected) index pairs from one prompt's samples: the first is the best
+    against the worst (ties broken by sample order); further pairs take the next distinct worse
+    answers, worst first, each against the best answers in turn. No pair when every sample
+    scores the same. Distinct means distinct text, so a repeated wrong answer is not counted twice."""
+    top = max(scores)
+    if min(scores) == top:
+        return []
+    seen_best, seen_worse, best, worse = set(), set(), [], []
+    for i in sorted(range(len(texts)), key=lambda i: (-scores[i], i)):
+        if scores[i] == top and texts[i] not in seen_best:
+            seen_best.add(texts[i])
+            best.append(i)
+    for i in sorted(range(len(texts)), key=lambda i: (scores[i], i)):
+        if scores[i] < top and texts[i] not in seen_worse:
+            seen_worse.add(texts[i])
+            worse.append(i)
+    return [(best[j % len(best)], w) for j, w in enumerate(worse[:n])]
+
+
 def on_policy(model, tok, tp: dict, pp: dict, seed: int, eos_ids: list[int], pad_id: int) -> tuple[list[dict], dict]:
     """Sample, score, pick best/worst. Returns (pair records, stats)."""
     # the scorer first: a wrong reward model stops the stage before any sampling
@@ -49,14 +72,11 @@ def on_policy(model, tok, tp: dict, pp: dict, seed: int, eos_ids: list[int], pad
         prompt = [{"role": "user", "content": ex.prompt}]
         scores = scorer(tok, prompt, texts) if scorer else [task_reward(tp, ex, t) for t in texts]
         any_correct += any(task_reward(tp, ex, t) >= 1.0 for t in texts)
-        best = max(range(len(texts)), key=lambda i: (scores[i], -i))
-        worst = min(range(len(texts)), key=lambda i: (scores[i], i))
-        if scores[best] == scores[worst]:
-            ties += 1
-            continue
-        records.append({"prompt": prompt, "chosen": texts[best], "rejected": texts[worst],
-                        "chosen_score": float(scores[best]), "rejected_score": float(scores[worst]),
-                        "family": ex.family, "source": "on_policy"})
+        picked = pick_pairs(texts, scores, pp["pairs_per_prompt"])
+        ties += not picked
+        records += [{"prompt": prompt, "chosen": texts[b], "rejected": texts[w], "chosen_score": float(scores[b]),
+                     "rejected_score": float(scores[w]), "family": ex.family, "source": "on_policy"}
+                    for b, w in picked]
     return records, {"prompts": len(examples), "tied_prompts": ties, "prompts_with_a_correct_sample": any_correct,
                      "problems": draw_stats(tp, examples)}
 
