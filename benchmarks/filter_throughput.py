@@ -16,7 +16,7 @@ default thresholds, the published ones) run per document as a datatrove pipeline
 document going to the next filter only if the one before kept it, over --peer-mb of the same
 documents (a seeded random sample); the vectorised rules are timed on that same text for the ratio, and the
 share of documents both keep or both drop is printed (the rule sets are not identical: see
-the README's filter section for where their definitions differ).
+docs/testing-and-benchmarks.md, "Benchmarks", for where their definitions differ).
 
     python benchmarks/filter_throughput.py [--data 'data/raw/*/*.parquet'] [--repeat 3] [--peer-mb 4]
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 from lmbuild.acquire.readers import SourceError
 from lmbuild.acquire.run import acquire
 from lmbuild.metrics import write_metrics
-from lmbuild.params import load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 
 RAW = Path("data/raw")
 QUARANTINE = Path("data/raw_quarantine")
@@ -24,11 +24,8 @@ METRICS = Path("metrics/acquire.json")
 
 def main() -> None:
     params = load_params_or_exit("acquire")
-    try:
+    with stage_errors("acquire", SourceError, label=False):
         metrics = acquire(params, RAW, QUARANTINE)
-    except SourceError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     print(f"acquire: {metrics['documents']} documents, {metrics['bytes'] / 2**20:.1f} MiB, "
           f"{metrics['quarantined']} quarantined -> {RAW}", file=sys.stderr)

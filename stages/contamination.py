@@ -17,7 +17,7 @@ from pathlib import Path
 from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.multiple_choice import TaskFileError
 from lmbuild.eval.pipeline import contamination
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import ParamsError, load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError, atomic_write_text
 
 OUT = Path("data/eval/contamination.json")
@@ -25,11 +25,8 @@ OUT = Path("data/eval/contamination.json")
 
 def main() -> None:
     params = load_params_or_exit("eval", shared=("tasks", "rlvr"))
-    try:
+    with stage_errors("contamination", EvalDataError, TaskFileError, ShardError, ParamsError):
         result = contamination(params, Path("data/mix/val"))
-    except (EvalDataError, TaskFileError, ShardError, ParamsError) as exc:
-        print(f"contamination: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     atomic_write_text(OUT, json.dumps(result, indent=1, sort_keys=True) + "\n")
     worst = max(((s, k, v["overlap_rate"]) for s, sets in result.items() for k, v in sets.items()),
                 key=lambda x: x[2], default=None)

@@ -17,7 +17,7 @@ from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.decontam_run import decontaminate
 from lmbuild.eval.multiple_choice import TaskFileError
 from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError
 
 MIX = Path("data/mix")
@@ -27,13 +27,9 @@ METRICS = Path("metrics/decontaminate.json")
 
 def main() -> None:
     params = load_params_or_exit("decontaminate", shared=("tasks", "eval"))
-    try:
+    # decontaminate checks that decontaminate.sets names eval sets that exist (ParamsError)
+    with stage_errors("decontaminate", EvalDataError, TaskFileError, ShardError):
         metrics = decontaminate(params, MIX, OUT)
-    except ParamsError as exc:  # decontaminate.sets naming an eval set that does not exist
-        exit_on_params_error("decontaminate", exc)
-    except (EvalDataError, TaskFileError, ShardError) as exc:
-        print(f"decontaminate: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     print(f"decontaminate: {params['decontaminate']['mode']} against {metrics['eval_items_checked']} eval items "
           f"-> {OUT}", file=sys.stderr)

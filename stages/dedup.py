@@ -21,7 +21,7 @@ from pathlib import Path
 from lmbuild.dedup.config import resolve
 from lmbuild.dedup.run import dedup_corpus
 from lmbuild.metrics import write_csv, write_metrics
-from lmbuild.params import check_or_exit, load_params_or_exit
+from lmbuild.params import check_or_exit, load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError, atomic_write_text
 
 FILTERED = Path("data/filtered")
@@ -35,11 +35,8 @@ REPORT = Path("reports/dedup_clusters.md")
 def main() -> None:
     params = load_params_or_exit("dedup")
     cfg = check_or_exit("dedup", resolve, params)
-    try:
+    with stage_errors("dedup", FileNotFoundError, ShardError, label=False):
         metrics, histogram, report = dedup_corpus(cfg, params["common"], FILTERED, KEPT, REMOVED)
-    except (FileNotFoundError, ShardError) as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     write_csv(PLOT, histogram, ["size", "clusters"])
     atomic_write_text(REPORT, report)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.posttrain.dpo import build_pairs
 
 METRICS = Path("metrics/dpo_pairs.json")
@@ -22,13 +22,8 @@ METRICS = Path("metrics/dpo_pairs.json")
 
 def main() -> None:
     params = load_params_or_exit("dpo", shared=("tasks",))
-    try:
+    with stage_errors("dpo_pairs", ValueError, OSError):
         metrics = build_pairs(params, ref_model=Path(params["dpo"]["init_model"]), out_dir=Path("data/dpo"))
-    except ParamsError as exc:
-        exit_on_params_error("dpo_pairs", exc)
-    except (ValueError, OSError) as exc:
-        print(f"dpo_pairs: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     print(f"dpo_pairs: {metrics['pairs_train']:,} train and {metrics['pairs_val']:,} held-out pairs -> data/dpo",
           file=sys.stderr)

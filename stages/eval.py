@@ -17,7 +17,7 @@ from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.model_eval import evaluate_stage
 from lmbuild.eval.multiple_choice import TaskFileError
 from lmbuild.model_stages import MODEL_STAGES
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import ParamsError, load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError
 
 STAGES = MODEL_STAGES
@@ -29,11 +29,9 @@ def main() -> None:
         raise SystemExit(2)
     stage = sys.argv[1]
     params = load_params_or_exit("eval", shared=("tasks",))
-    try:
+    with stage_errors("eval", EvalDataError, TaskFileError, ShardError, ParamsError, FileNotFoundError,
+                      label=f"eval {stage}"):
         m = evaluate_stage(params, stage, Path("models") / stage, Path("data/eval") / stage, Path("data/mix/val"))
-    except (EvalDataError, TaskFileError, ShardError, ParamsError, FileNotFoundError) as exc:
-        print(f"eval {stage}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     mc = f", multiple choice {m['mc_acc_norm_mean']:.3f}" if "mc_acc_norm_mean" in m else ""
     print(f"eval {stage}: bpb {m['bpb']['all']:.3f}, task accuracy {m['task_accuracy']:.3f}{mc} "
           f"-> data/eval/{stage}", file=sys.stderr)

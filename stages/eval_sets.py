@@ -13,17 +13,14 @@ from pathlib import Path
 
 from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.pipeline import build_sets
-from lmbuild.params import ParamsError, load_params_or_exit
+from lmbuild.params import ParamsError, load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError
 
 
 def main() -> None:
     params = load_params_or_exit("eval", shared=("tasks",))
-    try:
+    with stage_errors("eval_sets", EvalDataError, ShardError, ParamsError):
         counts = build_sets(params, Path("data/mix/val"))
-    except (EvalDataError, ShardError, ParamsError) as exc:
-        print(f"eval_sets: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     tasks = ", ".join(f"{k} {v}" for k, v in counts["mc"].items())
     print(f"eval_sets: multiple choice ({tasks}), {counts['preferences']} preference pairs -> data/eval_sets",
           file=sys.stderr)

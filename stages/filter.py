@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lmbuild.filter.run import filter_corpus
 from lmbuild.metrics import write_csv, write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError
 
 RAW = Path("data/raw")
@@ -27,13 +27,9 @@ PLOT = Path("plots/filter_removals.csv")
 
 def main() -> None:
     params = load_params_or_exit("filter")
-    try:
+    # filter_corpus checks the bad-words file and the presidio extra before any work (ParamsError)
+    with stage_errors("filter", FileNotFoundError, ShardError, label=False):
         metrics, plot_rows = filter_corpus(params, RAW, KEPT, REJECTED)
-    except ParamsError as exc:  # the bad-words file, the presidio extra: checked before any work
-        exit_on_params_error("filter", exc)
-    except (FileNotFoundError, ShardError) as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     write_csv(PLOT, plot_rows, ["source", "rule", "documents", "chars"])
     print(f"filter: kept {metrics['documents_kept']} of {metrics['documents_in']} documents "

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.eval.judge_run import run
 
 METRICS = Path("metrics/judge.json")
@@ -22,13 +22,8 @@ METRICS = Path("metrics/judge.json")
 
 def main() -> None:
     params = load_params_or_exit("judge", shared=("tasks", "sft"))
-    try:
+    with stage_errors("judge", ValueError, OSError):
         metrics = run(params, out_items=Path("data/judge/judgements.jsonl"))
-    except ParamsError as exc:
-        exit_on_params_error("judge", exc)
-    except (ValueError, OSError) as exc:
-        print(f"judge: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     rates = ", ".join(f"{s} {m['win_rate']:.3f} (LC {m['lc_win_rate']:.3f})" for s, m in metrics.items()
                       if "win_rate" in m)

@@ -15,7 +15,7 @@ from pathlib import Path
 from lmbuild.metrics import write_csv, write_metrics
 from lmbuild.mix.plan import MixError
 from lmbuild.mix.run import mix
-from lmbuild.params import load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError
 
 POOL = Path("data/rated")
@@ -26,11 +26,8 @@ PLOT = Path("plots/mix_shares.csv")
 
 def main() -> None:
     params = load_params_or_exit("mix")
-    try:
+    with stage_errors("mix", MixError, ShardError, label=False):
         metrics, rows = mix(params, POOL, OUT)
-    except (MixError, ShardError) as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     write_csv(PLOT, rows, ["split", "domain", "requested_share", "achieved_share", "tokens_est"])
     print(f"mix: pretrain {metrics['pretrain']['tokens_est']:,.0f} tokens (est.), anneal "

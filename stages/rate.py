@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_csv, write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.rate.run import rate_corpus
 from lmbuild.shards import ShardError
 
@@ -28,13 +28,9 @@ PLOT = Path("plots/rate_scores.csv")
 
 def main() -> None:
     params = load_params_or_exit("rate")
-    try:
+    # rate_corpus checks the raters (their files, their sources) before any work (ParamsError)
+    with stage_errors("rate", FileNotFoundError, ShardError, label=False):
         metrics, plot_rows, timing = rate_corpus(params, DEDUP, RATED, MODELS)
-    except ParamsError as exc:  # rate_corpus checks the raters (their files, their sources) before any work
-        exit_on_params_error("rate", exc)
-    except (FileNotFoundError, ShardError) as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     write_csv(PLOT, plot_rows, ["rater", "source", "bin_low", "bin_high", "documents"])
     rate = timing["documents"] / timing["seconds"] if timing["seconds"] else 0.0

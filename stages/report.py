@@ -14,17 +14,14 @@ Run:    dvc repro report   (or python -m stages.report)
 
 import sys
 
-from lmbuild.params import load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.report import ReportError, build_report
 
 
 def main() -> None:
     params = load_params_or_exit("report")
-    try:
+    with stage_errors("report", ReportError, label=False):
         summary = build_report(params, ".")
-    except ReportError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     skipped = f", {len(summary['skipped'])} sections skipped (listed in the report)" if summary["skipped"] else ""
     print(f"report: {len(summary['stages'])} stages ({', '.join(summary['stages'])}), {summary['figures']} figures"
           f"{skipped} -> reports/report.html, reports/report.md, metrics/eval.json", file=sys.stderr)

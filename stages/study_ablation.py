@@ -16,7 +16,7 @@ import sys
 from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.multiple_choice import TaskFileError
 from lmbuild.mix.plan import MixError
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError
 from lmbuild.study.data_ablation import build_recipe, check_ablation, run_recipe_proxy
 from lmbuild.study.proxies import StudyError
@@ -36,7 +36,8 @@ def main() -> None:
         raise SystemExit(2)
     params = load_params_or_exit("studies", shared=SECTIONS)
     name = f"study_ablation {' '.join(args)}"
-    try:
+    with stage_errors("studies", StudyError, MixError, TokenizeError, EvalDataError, TaskFileError, ShardError,
+                      TrainError, DataError, ModelError, CheckpointError, OSError, label=name):
         check_ablation(params)
         if args[0] == "data":
             rec = build_recipe(params, args[1])
@@ -45,12 +46,6 @@ def main() -> None:
             m = run_recipe_proxy(params, args[1], int(args[2]))
             summary = (f"held-out bpb {m['suite']['bpb']['all']:.4f}, cloze acc_norm "
                        f"{m['suite'].get('mc_acc_norm_mean', float('nan')):.3f}, {m['wall_time_s']:.0f} s")
-    except ParamsError as exc:
-        exit_on_params_error("studies", exc)
-    except (StudyError, MixError, TokenizeError, EvalDataError, TaskFileError, ShardError, TrainError, DataError,
-            ModelError, CheckpointError, OSError) as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"{name}: {summary}", file=sys.stderr)
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.shards import atomic_write_text
 from lmbuild.study.compare_study import compare
 from lmbuild.study.ablation_fit import fit as ablation_fit
@@ -35,7 +35,7 @@ def main() -> None:
     study = sys.argv[1]
     params = load_params_or_exit("studies", shared=("pretrain", "mix"))
     proxies = read_proxies(ROOT / study / "proxies")
-    try:
+    with stage_errors("studies", StudyError, RegmixError, ValueError, label=f"study_fit {study}"):
         if study == "mixture":
             result, metrics, report = fit_study(params, proxies, Path("data/tokens"))
             write(result, ROOT / "mixture" / "weights.json")
@@ -56,11 +56,6 @@ def main() -> None:
                            f"; held-out point off by {metrics['holdout']['rel_error']:.1%}" if "holdout" in metrics else ""))
         else:
             raise StudyError(f"unknown study {study!r} (mixture, compare, compare_full, scaling, ablation)")
-    except ParamsError as exc:
-        exit_on_params_error("studies", exc)
-    except (StudyError, RegmixError, ValueError) as exc:
-        print(f"study_fit {study}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     figures = write_figures(ROOT / study, fit_figures(study, params, proxies, metrics))
     atomic_write_text(ROOT / study / "report.md", report + ("\n## Figures\n\n" + figures + "\n" if figures else ""))
     write_metrics(Path(f"metrics/study_{study}.json"), metrics)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.shards import atomic_write_text
 from lmbuild.study.methods_study import RUNS, SFT, baseline_figures, evaluate_shared, fit, run_method
 from lmbuild.study.proxies import read_proxies
@@ -28,7 +28,7 @@ def main() -> None:
     args = sys.argv[1:]
     params = load_params_or_exit("studies", shared=("tasks", "sft", "dpo", "rlvr", "judge"))
     name = f"study_method {' '.join(args)}"
-    try:
+    with stage_errors("studies", TrainError, CheckpointError, ValueError, OSError, label=name):
         if args == ["baseline"]:
             figures = baseline_figures(params, SFT)
             atomic_write_text(BASELINE, json.dumps(figures, indent=1, sort_keys=True) + "\n")
@@ -44,11 +44,6 @@ def main() -> None:
             m = run_method(params, method, seed, evaluate_shared=lambda d: evaluate_shared(params, d))
             summary = (f"held-out task accuracy {m['task_accuracy']:.3f}, win rate vs sft "
                        f"{m.get('win_rate', float('nan')):.3f}, {m['time_s']:.0f} s")
-    except ParamsError as exc:
-        exit_on_params_error("studies", exc)
-    except (TrainError, CheckpointError, ValueError, OSError) as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     print(f"{name}: {summary}", file=sys.stderr)
 
 

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.study.checks import check_study
 from lmbuild.study.proxies import StudyError, proxy_job, run_proxy, write_doremi
 from lmbuild.train.checkpoint import CheckpointError
@@ -32,16 +32,11 @@ def main() -> None:
     study, args = sys.argv[1], sys.argv[2:]
     params = load_params_or_exit("studies", shared=("pretrain", "mix"))
     name = f"study_proxy {study} {' '.join(args)}"
-    try:
+    with stage_errors("studies", StudyError, TrainError, DataError, ModelError, CheckpointError, OSError, label=name):
         check_study(params, TOKENS, study)  # a study whose fit could never run stops at its first proxy
         job_params, mixture, out, seed, extra = proxy_job(params, TOKENS, study, args)
         tok_metrics = json.loads(Path("metrics/tokenize.json").read_text())
         m = run_proxy(job_params, mixture, out, TOKENS, TOKENIZER, tok_metrics, seed, extra)
-    except ParamsError as exc:
-        exit_on_params_error("studies", exc)
-    except (StudyError, TrainError, DataError, ModelError, CheckpointError, OSError) as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
     if study == "doremi" and args == ["proxy"]:  # the study's result: the weights averaged over training
         write_doremi(m, Path("studies/doremi/weights.json"))
     print(f"{name}: held-out bpb {m['bpb_mean']:.4f} (mean over domains), {m['tokens_seen']:,} tokens, "

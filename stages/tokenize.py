@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from lmbuild.metrics import write_metrics
-from lmbuild.params import ParamsError, exit_on_params_error, load_params_or_exit
+from lmbuild.params import load_params_or_exit, stage_errors
 from lmbuild.shards import ShardError
 from lmbuild.tokenize.run import TokenizeError, tokenize
 from lmbuild.tokenize.train_bpe import TokenizerError
@@ -31,13 +31,9 @@ METRICS = Path("metrics/tokenize.json")
 def main() -> None:
     params = load_params_or_exit("tokenize")
     start = time.perf_counter()
-    try:
+    # tokenize checks its pattern before any work (ParamsError)
+    with stage_errors("tokenize", TokenizeError, TokenizerError, ShardError, label=False):
         metrics = tokenize(params, MIX, TOKENIZER, OUT, TRAIN)
-    except ParamsError as exc:  # tokenize checks its pattern before any work
-        exit_on_params_error("tokenize", exc)
-    except (TokenizeError, TokenizerError, ShardError) as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     write_metrics(METRICS, metrics)
     print(f"tokenize: vocab {metrics['vocab_size']}, pretrain {metrics['pretrain']['tokens']:,} tokens, anneal "
           f"{metrics['anneal']['tokens']:,}, val {metrics['val']['tokens']:,} -> {OUT} "

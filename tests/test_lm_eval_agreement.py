@@ -1,8 +1,8 @@
 """lmbuild's multiple-choice scorer against lm-evaluation-harness itself: the same tiny model and
 the same local JSONL task, scored by both, must give the same per-choice log-likelihoods (within
-1e-4) and the same acc / acc_norm on every item. This is what makes the README's "as
-lm-evaluation-harness does" true, and it fails the day either side changes its conventions
-(BOS, how a context/continuation pair is tokenized, what acc_norm divides by)."""
+1e-4) and the same acc / acc_norm on every item. This is what makes docs/eval-and-report.md's
+"exactly as lm-evaluation-harness 0.4 scores" true, and it fails the day either side changes its
+conventions (BOS, how a context/continuation pair is tokenized, what acc_norm divides by)."""
 
 from __future__ import annotations
 

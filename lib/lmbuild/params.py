@@ -10,7 +10,8 @@ with one line per problem:
 Checks a schema cannot express (dedup's bands x rows = num_perm, a rater's files, a tokenizer
 pattern that compiles, a bad-words file that exists) raise ParamsError the same way, before any
 work: a stage either calls them through `check_or_exit` or, where the stage's own function runs
-them first, passes the error to `exit_on_params_error`.
+them first, runs that function inside `stage_errors`, which also turns the errors a user can fix
+(a missing input, a bad shard) into one line and exit 2.
 
 A spec file may hold a top-level `registry:` mapping of reusable sub-schemas. Each is
 registered under its name and, with every `default` removed, under `<name>_override`, so a
@@ -35,8 +36,9 @@ from __future__ import annotations
 
 import copy
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, NoReturn, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 import cerberus
 import yaml
@@ -235,6 +237,28 @@ def check_or_exit(stage: str, check: Callable[..., T], *args, **kwargs) -> T:
     the same lines as a schema error."""
     try:
         return check(*args, **kwargs)
+    except ParamsError as exc:
+        exit_on_params_error(stage, exc)
+
+
+@contextmanager
+def stage_errors(stage: str, *errors: type[Exception], label: str | bool = True) -> Iterator[None]:
+    """A data stage's main() runs its work inside this (the training stages' counterpart is
+    lmbuild.train.entry.run_training_stage). Any of `errors` prints one line to stderr and exits
+    2, no traceback: `<label>: <error>`, where label True is the stage's name, a string is itself,
+    and False prints the error alone (its message already names the file or key). A ParamsError
+    from a check that runs inside the work (files that params name, a set a param names) stops the
+    stage as a schema error does, `exit_on_params_error(stage, ...)`, unless `errors` lists
+    ParamsError: then it is one line like the others.
+
+        with stage_errors("mix", MixError, ShardError, label=False):
+            metrics, rows = mix(params, POOL, OUT)
+    """
+    try:
+        yield
+    except errors as exc:
+        print(exc if label is False else f"{stage if label is True else label}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except ParamsError as exc:
         exit_on_params_error(stage, exc)
 

@@ -6,7 +6,8 @@ links to the stage scripts and to the upstream outputs it starts from, and a git
 its own (dvclive wants one). Stage commands run inside it exactly as `dvc repro` runs them
 (`python -m stages.<name>`), so what a sweep measures is what the pipeline does. Used by
 benchmarks/demo_robustness.py to train many variants of the post-training chain; a researcher's
-own sweeps should prefer queued `dvc exp` runs (README, "Seed studies"), which cache every run.
+own sweeps should prefer queued `dvc exp` runs (docs/numbers-and-noise.md, "Seed studies"), which
+cache every run.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The document-level rule groups of the filter: Gopher repetition, Gopher quality and FineWeb,
-each deciding the documents still in play over the lines the C4 rules kept (a `_View`).
+each deciding the documents still in play over the lines the C4 rules kept (a `View`).
 
 lmbuild.filter.rules runs them after the line rules; its module docstring holds the definitions
 (what a repeat, a ratio and a threshold mean) that both modules follow.
@@ -7,21 +7,16 @@ lmbuild.filter.rules runs them after the line rules; its module docstring holds 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from . import textstats as ts
 from .ngram_repeats import ngram_repeats
 
-if TYPE_CHECKING:  # the batch and decisions types of rules.py (which imports this module)
-    from .rules import _Batch, _Decisions
 
-
-class _View:
+class View:
     """The kept lines and words of the documents still in play."""
 
-    def __init__(self, batch: _Batch, line_mask: np.ndarray):
+    def __init__(self, batch: ts.Batch, line_mask: np.ndarray):
         self.batch, self.line_mask = batch, line_mask
         lines, words = batch.lines, batch.words
         self.n_docs = lines.n_docs
@@ -35,8 +30,8 @@ class _View:
         self.n_words = self.count(self.word_doc)
         self.n_nonblank = self.count(self.nonblank_doc)
 
-    def restrict(self, alive: np.ndarray) -> _View:
-        return _View(self.batch, self.line_mask & alive[self.batch.lines.doc])
+    def restrict(self, alive: np.ndarray) -> View:
+        return View(self.batch, self.line_mask & alive[self.batch.lines.doc])
 
     def count(self, doc_indices: np.ndarray) -> np.ndarray:
         return ts.per_doc_count(doc_indices, self.n_docs)
@@ -91,7 +86,7 @@ def _min_rule(decisions, rule, value, threshold):
         decisions.fail(rule, value < threshold)
 
 
-def _gopher_repetition(view: _View, p: dict, decisions: _Decisions) -> None:
+def gopher_repetition(view: View, p: dict, decisions: ts.Decisions) -> None:
     chars = view.chars()
     rep_lines, rep_line_chars = view.repeated_lines()
     paras, rep_paras, rep_para_chars = _repeated_paragraphs(view)
@@ -119,7 +114,7 @@ def _gopher_repetition(view: _View, p: dict, decisions: _Decisions) -> None:
                       ts.ratio(found[kind][n], word_chars), threshold)
 
 
-def _repeated_paragraphs(view: _View):
+def _repeated_paragraphs(view: View):
     """Per document: paragraphs, paragraphs equal to an earlier one, and their characters."""
     lines = view.batch.lines
     if len(view.nonblank) == 0:
@@ -140,7 +135,7 @@ def _repeated_paragraphs(view: _View):
             ts.per_doc_sum(rep_doc, para_chars[~first], view.n_docs))
 
 
-def _gopher_quality(view: _View, p: dict, decisions: _Decisions) -> None:
+def gopher_quality(view: View, p: dict, decisions: ts.Decisions) -> None:
     batch, n_words = view.batch, view.n_words
     _min_rule(decisions, "gopher_quality.min_words", n_words, p["min_words"])
     _max_rule(decisions, "gopher_quality.max_words", n_words, p["max_words"])
@@ -170,7 +165,7 @@ def _gopher_quality(view: _View, p: dict, decisions: _Decisions) -> None:
                   p["min_stop_words"])
 
 
-def _fineweb(view: _View, p: dict, decisions: _Decisions) -> None:
+def fineweb(view: View, p: dict, decisions: ts.Decisions) -> None:
     lines = view.batch.lines
     if p["min_line_punct_ratio"] is not None:
         _min_rule(decisions, "fineweb.line_punct_ratio",

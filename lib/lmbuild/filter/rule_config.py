@@ -83,8 +83,8 @@ DEFAULTS: dict = {
 # `regex` is the default: vectorised RE2 over whole batches (about 80 MB/s on one core) with the
 # IPv4 context rules; `presidio` is Microsoft Presidio's pattern recognizers (the optional `pii`
 # extra; per document, over a hundred times slower), which find phone numbers of more countries
-# but mask section and version numbers as IPv4 and slices or "::=" as IPv6 (figures side by side
-# in the README, from benchmarks/pii_backends.py).
+# but mask section and version numbers as IPv4 and slices or "::=" as IPv6
+# (benchmarks/pii_backends.py measures both side by side; docs/data.md, "Filter", weighs them).
 PII_BACKENDS = ("regex", "presidio")
 PII_DEFAULTS: dict = {
     "enabled": True,

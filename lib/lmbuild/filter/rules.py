@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import textstats as ts
-from .doc_rules import _View, _fineweb, _gopher_quality, _gopher_repetition
+from .doc_rules import View, fineweb, gopher_quality, gopher_repetition
 from .rule_config import (  # noqa: F401  (re-exported: the rules' public names)
     ASCII_LOWER, BULLETS, DEFAULTS, DUP_NGRAMS, ELLIPSES, GROUPS, LINE_RULES,
     RULE_NAMES, RULE_PARAMS, SCRIPT_SENTENCE_ENDERS, SENTENCE_CLOSERS, SENTENCE_END_IN_WORD, TERMINAL_PUNCT, TOP_NGRAMS, fill_thresholds)
@@ -73,24 +73,6 @@ class RuleResult:
     line_docs_touched: dict[str, int]  # per line rule: documents that lost at least one line
 
 
-class _Decisions:
-    """The first failing rule of each document, filled in rule order."""
-
-    def __init__(self, n_docs: int):
-        self.code = np.full(n_docs, -1, np.int16)
-
-    def fail(self, rule: str, mask: np.ndarray) -> None:
-        self.code[(self.code < 0) & mask] = RULE_NAMES.index(rule)
-
-    @property
-    def alive(self) -> np.ndarray:
-        return self.code < 0
-
-    def reasons(self) -> pa.Array:
-        codes = pa.array(self.code, mask=self.code < 0)
-        return pc.take(pa.array(RULE_NAMES, pa.string()), codes)
-
-
 # ---------------------------------------------------------------- the rules
 
 def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResult:
@@ -103,8 +85,8 @@ def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResul
         texts = texts.combine_chunks()
     if pa.types.is_large_string(texts.type):
         texts = texts.cast(pa.string())
-    batch = _Batch(ts.split_lines(pc.fill_null(texts, "")))
-    decisions = _Decisions(len(texts))
+    batch = ts.Batch(ts.split_lines(pc.fill_null(texts, "")))
+    decisions = ts.Decisions(len(texts))
     # Words are needed only on the lines that can survive the C4 terminal-punctuation rule.
     word_lines = ~batch.lines.blank
     if "c4" in params and params["c4"]["remove_no_terminal_punct_lines"]:
@@ -118,10 +100,10 @@ def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResul
     if "c4" in params:
         kept, chars_removed, docs_touched, new_text = _c4(batch, params["c4"], decisions, texts)
     focused = False
-    for group, check in (("gopher_repetition", _gopher_repetition),
-                         ("gopher_quality", _gopher_quality), ("fineweb", _fineweb)):
+    for group, check in (("gopher_repetition", gopher_repetition),
+                         ("gopher_quality", gopher_quality), ("fineweb", fineweb)):
         if group in params and decisions.alive.any():
-            view = _View(batch, kept & decisions.alive[batch.lines.doc])
+            view = View(batch, kept & decisions.alive[batch.lines.doc])
             if not focused:  # from here on only the words of these lines are looked at
                 batch.focus(view.words)
                 focused = True
@@ -129,94 +111,7 @@ def apply_rules(texts: pa.StringArray | pa.ChunkedArray, cfg: dict) -> RuleResul
     return RuleResult(new_text, decisions.reasons(), chars_removed, docs_touched)
 
 
-# Per-word properties, computed once per distinct word of a batch (its vocabulary).
-_VOCAB_PROPERTIES = {
-    "bullet": lambda v: ts.vocab_first_char_in(v, BULLETS),
-    "ellipsis_end": lambda v: ts.vocab_ends_with(v, ELLIPSES),
-    "sentence_ends": lambda v: ts.vocab_count_regex(v, SENTENCE_END_IN_WORD),
-    "has_letter": lambda v: ts.matches(v, ts.letter_class()),
-    "javascript": lambda v: ts.contains(pc.ascii_lower(v), "javascript"),
-    "curly_bracket": lambda v: ts.contains(v, "{"),
-    "hashes": lambda v: ts.vocab_count(v, "#"),
-    "ellipses": lambda v: sum(ts.vocab_count(v, e) for e in ELLIPSES),
-}
-
-
-class _Batch:
-    """The lines and words of a batch, and their properties computed when first needed."""
-
-    def __init__(self, lines: ts.Lines):
-        self.lines = lines
-        self.words: ts.Words | None = None
-        self.word_lines: np.ndarray | None = None  # the lines split into words
-        self.word_line_strings: pa.Array | None = None  # and their strings
-        self._cache: dict = {}
-        # Vocabulary entries that properties computed from now on must be right for (None: all).
-        # The C4 rules read the words of every document; later groups only those of the
-        # documents C4 kept, often a small part of the batch's vocabulary.
-        self._focus: np.ndarray | None = None
-
-    def split_words(self, selected: np.ndarray) -> None:
-        index = np.flatnonzero(selected)
-        self.word_line_strings = self.lines.take(index)  # kept for line_id
-        self.words = ts.split_words(self.lines, index, self.word_line_strings)
-        self.word_lines = selected
-
-    def _cached(self, key, compute):
-        if key not in self._cache:
-            self._cache[key] = compute()
-        return self._cache[key]
-
-    def terminal(self) -> np.ndarray:
-        """Lines that end, before trailing whitespace, in terminal punctuation."""
-        def compute():
-            trimmed = pc.utf8_rtrim_whitespace(self.lines.strings)
-            return ts.matches(trimmed, f"[{TERMINAL_PUNCT}]$")
-        return self._cached("terminal", compute)
-
-    def focus(self, words: np.ndarray) -> None:
-        """Properties computed after this call need only be right for these words' entries
-        (others read as False or 0); those computed before stay right for every entry."""
-        used = np.zeros(len(self.words.vocab), bool)
-        used[self.words.vid[words]] = True
-        self._focus = np.flatnonzero(used)
-
-    def _per_entry(self, key, compute) -> np.ndarray:
-        """A property of the vocabulary entries, computed on the entries in focus only."""
-        def on_focus():
-            if self._focus is None or len(self._focus) == len(self.words.vocab):
-                return compute(self.words.vocab)
-            values = compute(self.words.vocab.take(self._focus))
-            out = np.zeros(len(self.words.vocab), values.dtype)
-            out[self._focus] = values
-            return out
-        return self._cached(key, on_focus)
-
-    def vocab(self, prop: str) -> np.ndarray:
-        return self._per_entry(prop, _VOCAB_PROPERTIES[prop])
-
-    def stop_words(self, stop_words: list[str]) -> np.ndarray:
-        key = ("stop_words", tuple(stop_words))
-        return self._per_entry(key, lambda v: ts.vocab_in(v, stop_words))
-
-    def line_id(self) -> np.ndarray:
-        """Equal lines (among the lines split into words) share an id."""
-        def compute():
-            index = np.flatnonzero(self.word_lines)
-            ids = np.full(len(self.word_lines), -1, np.int64)
-            ids[index] = ts.dictionary_ids(self.word_line_strings)
-            return ids
-        return self._cached("line_id", compute)
-
-    def words_with(self, prop: str, on_lines: np.ndarray | None = None) -> np.ndarray:
-        """The words (indices) whose vocabulary entry has a property (is true or non-zero), of
-        all lines or of those that the mask `on_lines` selects. Few words have one, so the
-        line test runs on those only."""
-        hit = np.flatnonzero(self.vocab(prop).astype(bool, copy=False)[self.words.vid])
-        return hit if on_lines is None else hit[on_lines[self.words.line[hit]]]
-
-
-def _c4(batch: _Batch, p: dict, decisions: _Decisions, texts: pa.Array):
+def _c4(batch: ts.Batch, p: dict, decisions: ts.Decisions, texts: pa.Array):
     lines, words = batch.lines, batch.words
     n_docs, nonblank = lines.n_docs, ~lines.blank
 

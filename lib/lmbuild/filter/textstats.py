@@ -10,6 +10,12 @@ Repeated lines and paragraphs are found by exact dictionary encoding of integer 
 collisions and the results equal a plain Python computation over each document
 (lmbuild.filter.reference).
 
+The rules read a batch through a `Batch`: its lines, the words of the lines that matter, and the
+per-line and per-word properties they ask for (VOCAB_PROPERTIES: bullet, ellipsis, sentence
+ends, ...), each computed once, when first asked. They record each document's first failing rule
+(RULE_NAMES order) in a `Decisions`. The C4 rules (lmbuild.filter.rules) and the document-level
+groups (lmbuild.filter.doc_rules) share both.
+
 Definitions shared with the reference implementation:
 - A line break is "\\r\\n", "\\r" or "\\n"; a document of k line breaks has k + 1 lines.
 - Whitespace is what `str.isspace()` accepts (pyarrow's utf8_split_whitespace, utf8_*trim_
@@ -27,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .rule_config import BULLETS, ELLIPSES, RULE_NAMES, SENTENCE_END_IN_WORD, TERMINAL_PUNCT
 
 LINE_BREAK = r"\r\n|\r|\n"
 
@@ -248,3 +256,110 @@ def sequence_ids(item_ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
     seqs = pa.Array.from_buffers(pa.binary(), len(starts),
                                  [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     return dictionary_ids(seqs)
+
+
+# ---------------------------------------------------------------- a batch as the rules read it
+
+# Per-word properties, computed once per distinct word of a batch (its vocabulary).
+VOCAB_PROPERTIES = {
+    "bullet": lambda v: vocab_first_char_in(v, BULLETS),
+    "ellipsis_end": lambda v: vocab_ends_with(v, ELLIPSES),
+    "sentence_ends": lambda v: vocab_count_regex(v, SENTENCE_END_IN_WORD),
+    "has_letter": lambda v: matches(v, letter_class()),
+    "javascript": lambda v: contains(pc.ascii_lower(v), "javascript"),
+    "curly_bracket": lambda v: contains(v, "{"),
+    "hashes": lambda v: vocab_count(v, "#"),
+    "ellipses": lambda v: sum(vocab_count(v, e) for e in ELLIPSES),
+}
+
+
+class Batch:
+    """The lines and words of a batch, and their properties computed when first needed."""
+
+    def __init__(self, lines: Lines):
+        self.lines = lines
+        self.words: Words | None = None
+        self.word_lines: np.ndarray | None = None  # the lines split into words
+        self.word_line_strings: pa.Array | None = None  # and their strings
+        self._cache: dict = {}
+        # Vocabulary entries that properties computed from now on must be right for (None: all).
+        # The C4 rules read the words of every document; later groups only those of the
+        # documents C4 kept, often a small part of the batch's vocabulary.
+        self._focus: np.ndarray | None = None
+
+    def split_words(self, selected: np.ndarray) -> None:
+        index = np.flatnonzero(selected)
+        self.word_line_strings = self.lines.take(index)  # kept for line_id
+        self.words = split_words(self.lines, index, self.word_line_strings)
+        self.word_lines = selected
+
+    def _cached(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def terminal(self) -> np.ndarray:
+        """Lines that end, before trailing whitespace, in terminal punctuation."""
+        def compute():
+            trimmed = pc.utf8_rtrim_whitespace(self.lines.strings)
+            return matches(trimmed, f"[{TERMINAL_PUNCT}]$")
+        return self._cached("terminal", compute)
+
+    def focus(self, words: np.ndarray) -> None:
+        """Properties computed after this call need only be right for these words' entries
+        (others read as False or 0); those computed before stay right for every entry."""
+        used = np.zeros(len(self.words.vocab), bool)
+        used[self.words.vid[words]] = True
+        self._focus = np.flatnonzero(used)
+
+    def _per_entry(self, key, compute) -> np.ndarray:
+        """A property of the vocabulary entries, computed on the entries in focus only."""
+        def on_focus():
+            if self._focus is None or len(self._focus) == len(self.words.vocab):
+                return compute(self.words.vocab)
+            values = compute(self.words.vocab.take(self._focus))
+            out = np.zeros(len(self.words.vocab), values.dtype)
+            out[self._focus] = values
+            return out
+        return self._cached(key, on_focus)
+
+    def vocab(self, prop: str) -> np.ndarray:
+        return self._per_entry(prop, VOCAB_PROPERTIES[prop])
+
+    def stop_words(self, stop_words: list[str]) -> np.ndarray:
+        key = ("stop_words", tuple(stop_words))
+        return self._per_entry(key, lambda v: vocab_in(v, stop_words))
+
+    def line_id(self) -> np.ndarray:
+        """Equal lines (among the lines split into words) share an id."""
+        def compute():
+            index = np.flatnonzero(self.word_lines)
+            ids = np.full(len(self.word_lines), -1, np.int64)
+            ids[index] = dictionary_ids(self.word_line_strings)
+            return ids
+        return self._cached("line_id", compute)
+
+    def words_with(self, prop: str, on_lines: np.ndarray | None = None) -> np.ndarray:
+        """The words (indices) whose vocabulary entry has a property (is true or non-zero), of
+        all lines or of those that the mask `on_lines` selects. Few words have one, so the
+        line test runs on those only."""
+        hit = np.flatnonzero(self.vocab(prop).astype(bool, copy=False)[self.words.vid])
+        return hit if on_lines is None else hit[on_lines[self.words.line[hit]]]
+
+
+class Decisions:
+    """The first failing rule of each document, filled in rule order."""
+
+    def __init__(self, n_docs: int):
+        self.code = np.full(n_docs, -1, np.int16)
+
+    def fail(self, rule: str, mask: np.ndarray) -> None:
+        self.code[(self.code < 0) & mask] = RULE_NAMES.index(rule)
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.code < 0
+
+    def reasons(self) -> pa.Array:
+        codes = pa.array(self.code, mask=self.code < 0)
+        return pc.take(pa.array(RULE_NAMES, pa.string()), codes)

@@ -1,5 +1,5 @@
 """Chat and preference data: read the common file formats into one shape (sft trains on
-conversations, dpo on prompt/chosen/rejected pairs); chat_encoding.py turns them into token ids.
+conversations, dpo on prompt/chosen/rejected pairs); lmbuild.lm.chat turns them into token ids.
 
 Reading
 -------

@@ -9,8 +9,10 @@ models/sft themselves. Each run is one cached DVC unit (studies/dvc.yaml, `metho
 so a change to one method's params reruns only that method's runs.
 
 Each run reports what its stage reports (held-out greedy task accuracy with its paired change from
-models/sft, by item) plus the evaluation every method shares (lmbuild.eval.judged: the held-out
-reward under the reward model and the win rate against models/sft, judged by the reward model).
+models/sft, by item) plus the evaluation every method shares (`evaluate_shared`: the held-out
+reward under the judge section's reward model, and the win rate against models/sft judged by the
+judge section's judge, models/reward_model by default; the judging is lmbuild.eval.judge, the
+prompts and answers lmbuild.eval.judge_run).
 The fit ranks the methods by each figure over seeds with each difference to the baseline (paired
 by seed) and its standard error (lmbuild.study.ablation.rank).
 """

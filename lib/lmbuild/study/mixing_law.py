@@ -16,25 +16,27 @@ gauge compares after t <- t - mean(t), k <- k exp(mean(t)). We still ask for mor
 per target, the law's nominal parameter count (c, k and D exponents), leaving at least one
 residual degree of freedom more than the free count needs. Standard errors of the parameters come
 from the Gauss-Newton covariance sigma^2 (J^T J)^-1, sigma^2 = RSS / (n - D - 1).
+
+This module fits one target's law (`fit_target`); lmbuild.study.regmix.fit_mixing_law fits every
+target, combines them and cross-validates the result like its other regressions (a `MixtureFit`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 from scipy import optimize as sopt
 
-from .regmix import MixtureFit, RegmixError, fit_with_cv, prepare, r_squared
 
-
-def _basis(D: int) -> np.ndarray:
-    """(D, D-1) orthonormal basis of {t : sum t = 0}."""
+def sum_zero_basis(D: int) -> np.ndarray:
+    """(D, D-1) orthonormal basis P of {t : sum t = 0}: the fit's gauge, t = P u."""
     u, _, _ = np.linalg.svd(np.eye(D) - 1.0 / D)
     return u[:, : D - 1]
 
 
-def _fit_one(W: np.ndarray, y: np.ndarray, P: np.ndarray, n_starts: int, seed: int) -> dict:
+def fit_target(W: np.ndarray, y: np.ndarray, P: np.ndarray, n_starts: int, seed: int) -> dict | None:
+    """One target's law fitted to its losses `y` over the mixtures `W` (rows), in the gauge of
+    `P` (`sum_zero_basis`), from `n_starts` starting points at least; None when none converged.
+    Returns c, k, t and their standard errors, the RMSE and the fitted losses."""
     n, D = W.shape
     WP = W @ P
 
@@ -66,7 +68,7 @@ def _fit_one(W: np.ndarray, y: np.ndarray, P: np.ndarray, n_starts: int, seed: i
         if np.all(np.isfinite(r.x)) and (best is None or r.cost < best.cost):
             best = r
     if best is None:
-        raise RegmixError("mixing law: no starting point converged (losses may not follow c + k exp(t.r))")
+        return None
     th = best.x
     p = D + 1
     rss = float(2 * best.cost)
@@ -76,44 +78,4 @@ def _fit_one(W: np.ndarray, y: np.ndarray, P: np.ndarray, n_starts: int, seed: i
     t_se = np.sqrt(np.clip(np.diag(P @ cov[2:, 2:] @ P.T), 0, None))
     return {"c": float(th[0]), "k": float(th[1]), "t": t, "c_se": float(np.sqrt(max(cov[0, 0], 0))),
             "k_se": float(np.sqrt(max(cov[1, 1], 0))), "t_se": t_se, "rmse": float(np.sqrt(rss / n)),
-            "r2": r_squared(y, y + resid(th))}
-
-
-def fit_mixing_law(weights, loss, domains: Sequence[str], *, targets: Sequence[str] | None = None,
-                   target_weights: Sequence[float] | None = None, n_starts: int = 8, seed: int = 0,
-                   cv: int = 5) -> MixtureFit:
-    """Fit L_i(r) = c_i + k_i exp(sum_j t_ij r_j) to `loss` (n runs, or n runs x T targets).
-
-    `predict` gives the combined loss sum_i s_i L_i; params["targets"][name] holds c, k, t (in the
-    sum-zero gauge), their standard errors, the per-target R^2 and RMSE. Needs more than D + 2 runs."""
-    domains = list(domains)
-    D = len(domains)
-    if D < 2:
-        raise RegmixError(f"mixing law: a mixture needs at least two domains, got {D}")
-    W, Y = prepare(weights, loss, domains, D + 3, "the mixing law (c, k and one exponent per domain, per target)")
-    T = Y.shape[1]
-    names = list(targets) if targets is not None else (["loss"] if T == 1 else [f"target{i}" for i in range(T)])
-    if len(names) != T:
-        raise RegmixError(f"mixing law: {len(names)} target names for {T} loss columns")
-    s = np.full(T, 1.0 / T) if target_weights is None else np.asarray(target_weights, dtype=np.float64)
-    if s.shape != (T,) or np.any(s < 0) or not s.sum() > 0:
-        raise RegmixError(f"mixing law: target_weights must be {T} non-negative numbers, not all zero")
-    s = s / s.sum()
-    P = _basis(D)
-
-    def fitter(W, Y):
-        fits = [_fit_one(W, Y[:, i], P, n_starts, seed + i) for i in range(T)]
-        c = np.array([f["c"] for f in fits])
-        k = np.array([f["k"] for f in fits])
-        tt = np.stack([f["t"] for f in fits])  # (T, D)
-
-        def predict(X):
-            return (c[None, :] + k[None, :] * np.exp(X @ tt.T)) @ s
-
-        params = {"target_weights": dict(zip(names, s.tolist())), "targets": {
-            name: {"c": f["c"], "k": f["k"], "t": dict(zip(domains, f["t"].tolist())), "c_se": f["c_se"],
-                   "k_se": f["k_se"], "t_se": dict(zip(domains, f["t_se"].tolist())), "r2": f["r2"], "rmse": f["rmse"]}
-            for name, f in zip(names, fits)}}
-        return predict, params
-
-    return fit_with_cv("mixing_law", fitter, W, Y, domains, D + 3, cv, seed, smooth=True, combine=s)
+            "fitted": y + resid(th)}

@@ -11,9 +11,10 @@ regression predicts best.
   w_j <= pool_j * max_epochs_j / budget (`weight_caps`). Draws that break a cap are redrawn.
 - Regressors of the loss on the weights: `fit_linear` (RegMix's linear baseline), `fit_gbt`
   (gradient-boosted trees; RegMix uses LightGBM) and `fit_mixing_law` (Ye et al. 2024's
-  L_i(r) = c_i + k_i exp(sum_j t_ij r_j), in lmbuild.study.mixing_law). Each returns a
-  `MixtureFit` with `.predict(W)`, the in-sample R^2 and the cross-validated Spearman rank
-  correlation and MAE (RegMix judges a regression by how well it ranks unseen mixtures).
+  L_i(r) = c_i + k_i exp(sum_j t_ij r_j); the law's fit per target is in lmbuild.study.mixing_law).
+  Each returns a `MixtureFit` with `.predict(W)`, the in-sample R^2 and the cross-validated
+  Spearman rank correlation and MAE (RegMix judges a regression by how well it ranks unseen
+  mixtures).
 - `optimise`: RegMix's search (many candidate mixtures from the same Dirichlet, the mean of the
   top-k predicted, k = 100 in the paper) or, for smooth models, direct SLSQP on the capped simplex.
 
@@ -30,6 +31,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 from scipy import optimize as sopt
 from scipy import stats as sstats
+
+from . import mixing_law
 
 TOL = 1e-6  # rows of weights must sum to one within this
 
@@ -364,6 +367,53 @@ def fit_gbt(weights, loss, domains: Sequence[str], *, seed: int = 0, cv: int = 5
     return fit_with_cv("gbt", fitter, W, Y, domains, len(domains) + 1, cv, seed, smooth=False)
 
 
+def fit_mixing_law(weights, loss, domains: Sequence[str], *, targets: Sequence[str] | None = None,
+                   target_weights: Sequence[float] | None = None, n_starts: int = 8, seed: int = 0,
+                   cv: int = 5) -> MixtureFit:
+    """Ye et al. 2024's data mixing law L_i(r) = c_i + k_i exp(sum_j t_ij r_j), fitted to `loss`
+    (n runs, or n runs x T targets) target by target (lmbuild.study.mixing_law.fit_target).
+
+    `predict` gives the combined loss sum_i s_i L_i; params["targets"][name] holds c, k, t (in the
+    sum-zero gauge), their standard errors, the per-target R^2 and RMSE. Needs more than D + 2 runs."""
+    domains = list(domains)
+    D = len(domains)
+    if D < 2:
+        raise RegmixError(f"mixing law: a mixture needs at least two domains, got {D}")
+    W, Y = prepare(weights, loss, domains, D + 3, "the mixing law (c, k and one exponent per domain, per target)")
+    T = Y.shape[1]
+    names = list(targets) if targets is not None else (["loss"] if T == 1 else [f"target{i}" for i in range(T)])
+    if len(names) != T:
+        raise RegmixError(f"mixing law: {len(names)} target names for {T} loss columns")
+    s = np.full(T, 1.0 / T) if target_weights is None else np.asarray(target_weights, dtype=np.float64)
+    if s.shape != (T,) or np.any(s < 0) or not s.sum() > 0:
+        raise RegmixError(f"mixing law: target_weights must be {T} non-negative numbers, not all zero")
+    s = s / s.sum()
+    P = mixing_law.sum_zero_basis(D)
+
+    def fit_target(W, y, target_seed):
+        f = mixing_law.fit_target(W, y, P, n_starts, target_seed)
+        if f is None:
+            raise RegmixError("mixing law: no starting point converged (losses may not follow c + k exp(t.r))")
+        return {**f, "r2": r_squared(y, f["fitted"])}
+
+    def fitter(W, Y):
+        fits = [fit_target(W, Y[:, i], seed + i) for i in range(T)]
+        c = np.array([f["c"] for f in fits])
+        k = np.array([f["k"] for f in fits])
+        tt = np.stack([f["t"] for f in fits])  # (T, D)
+
+        def predict(X):
+            return (c[None, :] + k[None, :] * np.exp(X @ tt.T)) @ s
+
+        params = {"target_weights": dict(zip(names, s.tolist())), "targets": {
+            name: {"c": f["c"], "k": f["k"], "t": dict(zip(domains, f["t"].tolist())), "c_se": f["c_se"],
+                   "k_se": f["k_se"], "t_se": dict(zip(domains, f["t_se"].tolist())), "r2": f["r2"], "rmse": f["rmse"]}
+            for name, f in zip(names, fits)}}
+        return predict, params
+
+    return fit_with_cv("mixing_law", fitter, W, Y, domains, D + 3, cv, seed, smooth=True, combine=s)
+
+
 # ---------------------------------------------------------------- choosing the mixture
 
 @dataclass
@@ -435,11 +485,3 @@ def optimise(model: MixtureFit, domains: Mapping[str, float] | Sequence[str], ca
     return Optimum(weights=dict(zip(names, w.tolist())), predicted=float(model.predict(w[None, :])[0]),
                    prior_predicted=float(model.predict(p[None, :])[0]), method=method, n_candidates=len(W),
                    n_feasible=int(feasible.sum()), top_k=int(top_k), clipped=clipped)
-
-
-def fit_mixing_law(weights, loss, domains: Sequence[str], **options) -> MixtureFit:
-    """Ye et al. 2024's data mixing law L_i(r) = c_i + k_i exp(sum_j t_ij r_j): see
-    lmbuild.study.mixing_law.fit_mixing_law (imported here late: that module builds on this one)."""
-    from .mixing_law import fit_mixing_law as fit
-
-    return fit(weights, loss, domains, **options)

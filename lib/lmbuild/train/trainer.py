@@ -1,11 +1,15 @@
-"""The training loop under Hugging Face Accelerate, shared by pretrain, anneal, sft and dpo: the
-same code runs on a CPU, one GPU, or `accelerate launch` / `torchrun` with several processes.
+"""The training loop under Hugging Face Accelerate, shared by every training stage (pretrain and
+anneal through lmbuild.train.causal_lm, which the studies' proxies run too; sft, dpo,
+reward_model, and rlvr with each of its algorithms, PPO included: lmbuild.posttrain): the same
+code runs on a CPU, one GPU, or `accelerate launch` / `torchrun` with several processes.
 
 A stage describes its run as a `Job`: the model, a function giving each process its
-micro-batches for an optimizer step, a loss (the model's LM loss unless the stage brings its
-own, as dpo does), an evaluation, and the inputs that make up the checkpoint fingerprint. The
-loop does the rest: learning-rate schedule, gradient accumulation, clipping, non-finite loss
-handling, loss-spike counting, dvclive logging, fingerprinted checkpoints and resume, export.
+micro-batches for an optimizer step, a loss (the model's LM loss unless the job brings its own,
+as every post-training job does: sft's packed loss, dpo's preference loss, the reward model's
+Bradley-Terry loss, rlvr's policy-gradient and PPO losses), an evaluation, and the inputs that
+make up the checkpoint fingerprint. The loop does the rest: learning-rate schedule, gradient
+accumulation, clipping, non-finite loss handling, loss-spike counting, dvclive logging,
+fingerprinted checkpoints and resume, export.
 
 One optimizer step consumes `batch_size` samples (the global batch), split evenly over
 processes and into micro-batches of `micro_batch_size`. Every process computes the same
