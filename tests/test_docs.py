@@ -3,14 +3,13 @@
 `mkdocs build --strict` fails on any warning: a broken link or anchor, a page missing from the
 nav, an included result file that does not exist (pymdownx.snippets with check_paths). The stage
 table on the pipeline page is generated from dvc.yaml by docs/hooks.py through DVC; here dvc.yaml
-is read independently (plain YAML, foreach and matrix expanded by hand) and every stage it
-declares must be in the built table. README.md stays the short front door.
+is read independently (plain YAML, foreach expanded as the other pipeline tests do) and every
+stage it declares must be in the built table. README.md stays the short front door.
 """
 
 from __future__ import annotations
 
 import html
-import itertools
 import os
 import re
 import subprocess
@@ -18,7 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from conftest import pipeline_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 250
@@ -32,33 +32,6 @@ def site(tmp_path_factory) -> Path:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
     return out
-
-
-def _resolve(value, params: dict):
-    """A foreach/matrix value: a list or dict as written, or `${a.b}` looked up in params.yaml."""
-    if isinstance(value, str):
-        m = re.fullmatch(r"\$\{\s*([\w.]+)\s*\}", value)
-        assert m, f"dvc.yaml: cannot read {value!r}"
-        for key in m[1].split("."):
-            value = params[key]
-    return value
-
-
-def declared_stages(dvc_yaml: Path = ROOT / "dvc.yaml") -> set[str]:
-    doc = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    names = set()
-    for name, stage in doc["stages"].items():
-        if "foreach" in stage:
-            items = _resolve(stage["foreach"], params)
-            keys = items.keys() if isinstance(items, dict) else items
-            names.update(f"{name}@{k}" for k in keys)
-        elif "matrix" in stage:
-            axes = [_resolve(v, params) for v in stage["matrix"].values()]
-            names.update(f"{name}@{'-'.join(map(str, combo))}" for combo in itertools.product(*axes))
-        else:
-            names.add(name)
-    return names
 
 
 def stage_table_names(page: str) -> list[str]:
@@ -78,7 +51,7 @@ def test_site_builds_strict(site):
 
 def test_stage_table_names_every_declared_stage(site):
     table = stage_table_names((site / "pipeline" / "index.html").read_text(encoding="utf-8"))
-    declared = declared_stages()
+    declared = set(pipeline_stages())
     assert "eval@sft" in declared  # foreach stages are expanded
     assert set(table) == declared, (sorted(declared - set(table)), sorted(set(table) - declared))
     assert len(table) == len(declared)

@@ -14,16 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
-from conftest import REPO, expand_stages
+from conftest import REPO, pipeline_stages
 
 
 def _stage_outputs() -> set[str]:
     """Every path a main-pipeline stage writes (outs, metrics, plots), as written in dvc.yaml."""
-    stages = expand_stages(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
     paths = set()
-    for st in stages.values():
+    for st in pipeline_stages().values():
         for key in ("outs", "metrics", "plots"):
             for entry in st.get(key, []):
                 paths.add(next(iter(entry)) if isinstance(entry, dict) else entry)

@@ -44,15 +44,14 @@ def pick_pairs(texts: list[str], scores: list[float], n: int) -> list[tuple[int,
     top = max(scores)
     if min(scores) == top:
         return []
-    seen_best, seen_worse, best, worse = set(), set(), [], []
-    for i in sorted(range(len(texts)), key=lambda i: (-scores[i], i)):
-        if scores[i] == top and texts[i] not in seen_best:
-            seen_best.add(texts[i])
-            best.append(i)
-    for i in sorted(range(len(texts)), key=lambda i: (scores[i], i)):
-        if scores[i] < top and texts[i] not in seen_worse:
-            seen_worse.add(texts[i])
-            worse.append(i)
+    def distinct(indices) -> list[int]:  # first index of each text, in the given order
+        first = {}
+        for i in indices:
+            first.setdefault(texts[i], i)
+        return list(first.values())
+
+    best = distinct(i for i in range(len(texts)) if scores[i] == top)
+    worse = distinct(sorted((i for i in range(len(texts)) if scores[i] < top), key=lambda i: (scores[i], i)))
     return [(best[j % len(best)], w) for j, w in enumerate(worse[:n])]
 
 
