@@ -183,21 +183,36 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "robustness")
     ap.add_argument("--reuse", action="store_true",
                     help="read runs whose workspace already holds every stage's metrics instead of rerunning them")
+    ap.add_argument("--add", action="store_true",
+                    help="keep the runs already in --out's JSON that this call does not run (a table grown over "
+                         "several sittings; each run's CPU, threads and load are in its row)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads per run (default: 2 with --jobs 1, else 1)")
     args = ap.parse_args()
-    threads = 2 if args.jobs == 1 else 1
+    threads = args.threads or (2 if args.jobs == 1 else 1)
     plan = [(f"post-s{s}-{p}", s, p, False) for s in args.seeds for p in args.precisions]
     plan += [(f"full-s{s}", s, "demo", True) for s in args.full_seeds]
     t0 = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: one_run(args.work, *job, threads=threads, reuse=args.reuse), plan))
     load = os.getloadavg()
-    head = (f"# Demo robustness\n\n{len(rows)} runs on {cpu_model()} ({os.cpu_count()} cores, {args.jobs} run(s) at "
-            f"a time with {threads} thread(s) each; load average at the end {load[0]:.1f}), "
-            f"{(time.time() - t0) / 60:.0f} minutes in all. Post-training runs start from the repository's "
+    where = {"cpu": cpu_model(), "cores": os.cpu_count(), "jobs": args.jobs, "threads": threads,
+             "load_at_end": round(load[0], 1)}
+    rows = [{**where, **r} for r in rows]
+    out_json = args.out.with_suffix(".json")
+    if args.add and out_json.is_file():
+        ran = {r["run"] for r in rows}
+        kept = [r for r in json.loads(out_json.read_text()) if r["run"] not in ran]
+        rows = sorted(kept + rows, key=lambda r: (r["full_chain"], r["seed"], r["precision"]))
+        print(f"kept {len(kept)} earlier runs from {out_json}", file=sys.stderr)
+    cpus = sorted({r.get("cpu", "an unrecorded CPU") for r in rows})
+    head = (f"# Demo robustness\n\n{len(rows)} runs on {', '.join(cpus)} ({os.cpu_count()} cores; this sitting: "
+            f"{len(plan)} run(s), {args.jobs} at a time with {threads} thread(s) each, load average at the end "
+            f"{load[0]:.1f}, {(time.time() - t0) / 60:.0f} minutes). Post-training runs start from the repository's "
             f"models/anneal; full-chain runs from its data/tokens. Held-out items are the same in every run "
             f"(common.seed); only the training seeds and the precision change.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    out_json.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     md = markdown(rows, head)
     args.out.with_suffix(".md").write_text(md)
     print(md)

@@ -10,12 +10,14 @@ pool; every run trains about the same number of optimizer steps (the whole pool 
 epochs x fraction), so the comparison is of the data, not of the compute.
 
     dvc repro anneal                                                     # models/anneal
-    .venv/bin/python benchmarks/less_selection.py                        # 3 seeds, target reverse
-    .venv/bin/python benchmarks/less_selection.py --target sort --distractors chat
+    .venv/bin/python benchmarks/less_selection.py                        # 3 seeds, target sort
+    .venv/bin/python benchmarks/less_selection.py --target count --distractors chat
     .venv/bin/python benchmarks/less_selection.py --seeds 1 --per-family 200   # quick
 
 Prints a table (mean +- sd over seeds of the target family's held-out accuracy, the paired
-difference LESS - random with its standard error over seeds) and writes --out (JSON) if given.
+difference LESS - random with its standard error over seeds) and writes it to --out's .md, every
+run to --out (reports/less_selection.json). The default target is sort: of the demo's families
+the one its sft model learns best (metrics/sft.json), so a better or worse share shows.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=REPO / "models" / "anneal",
                     help="the sft starting model (dvc repro anneal)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    ap.add_argument("--target", default="reverse")
+    ap.add_argument("--target", default="sort")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--per-family", type=int, default=600,
                     help="task demonstrations per family, and rows per distractor")
@@ -114,7 +116,8 @@ def main() -> None:
     ap.add_argument("--projection-dim", type=int, default=1024)
     ap.add_argument("--methods", nargs="+", default=["less", "random", "none"])
     ap.add_argument("--distractors", nargs="*", default=["wrong", "chat"], choices=["wrong", "chat"])
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / "less_selection.json",
+                    help="every run as JSON here, the table next to it (.md)")
     args = ap.parse_args()
     base = yaml.safe_load(args.params.read_text())
     t0 = time.perf_counter()
@@ -131,24 +134,28 @@ def main() -> None:
                       f"{r['examples']} examples, {r['steps']} steps, {r['minutes']:.1f} min"
                       + (f", selected {s.get('selected_by_source')} {s.get('selected_by_family')}, "
                          f"{s.get('gradients_per_s', 0):.0f} gradients/s" if s else ""), flush=True)
-    names = {"less": "LESS 5%", "random": "random 5%", "none": "whole pool"}
-    print(f"\n{len(args.seeds)} seed(s) on {cpu_model()}, load average at the end "
-          f"{os.getloadavg()[0]:.1f}, {(time.perf_counter() - t0) / 60:.0f} minutes; target {args.target}, "
-          f"pool: {args.per_family} per task family + distractors {args.distractors or 'none'}\n")
-    print(f"| pool share | {args.target} held-out acc | all families acc | examples | steps | minutes |")
-    print("|---|---|---|---|---|---|")
+    share = f"{args.fraction:.0%}"
+    names = {"less": f"LESS {share}", "random": f"random {share}", "none": "whole pool"}
+    lines = [f"{len(args.seeds)} seed(s) on {cpu_model()}, load average at the end {os.getloadavg()[0]:.1f}, "
+             f"{(time.perf_counter() - t0) / 60:.0f} minutes; target {args.target}, pool: {args.per_family} per "
+             f"task family + distractors {', '.join(args.distractors) or 'none'}", "",
+             f"| pool share | {args.target} held-out acc | all families acc | examples | steps | minutes |",
+             "|---|---|---|---|---|---|"]
     for m in args.methods:
         rs = [r for r in rows if r["method"] == m]
-        print(f"| {names[m]} | {summary([r['acc'] for r in rs])} | {summary([r['acc_all'] for r in rs])} | "
-              f"{rs[0]['examples']} | {rs[0]['steps']} | {np.mean([r['minutes'] for r in rs]):.1f} |")
+        lines.append(f"| {names[m]} | {summary([r['acc'] for r in rs])} | {summary([r['acc_all'] for r in rs])} | "
+                     f"{rs[0]['examples']} | {rs[0]['steps']} | {np.mean([r['minutes'] for r in rs]):.1f} |")
     if {"less", "random"} <= set(args.methods):
         d = [a["acc"] - b["acc"] for a, b in zip([r for r in rows if r["method"] == "less"],
                                                  [r for r in rows if r["method"] == "random"])]
         se = np.std(d, ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-        print(f"\nLESS - random ({args.target}, paired over seeds): {np.mean(d):+.3f} +- {se:.3f} (se)")
+        lines += ["", f"LESS - random ({args.target}, paired over seeds): {np.mean(d):+.3f} +- {se:.3f} (se)"]
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-
+        args.out.with_suffix(".md").write_text(text)
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,7 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = "generated"  # site folder of the images that generated reports refer to
 ASSET_GLOBS = ("reports/img/*.png", "studies/*/*.png")
-CODE_PREFIXES = ("stages/", "lib/", "specs/")  # deps that are code or schemas, not data
+CODE_PREFIXES = ("stages/", "lib/", "specs/", "studies/code/")  # deps that are code or schemas, not data
 
 SNIPPET = re.compile(r"""^(?P<indent>[ \t]*)-+8<-+[ \t]+(?P<q>["'])(?P<path>.+?)(?P=q)[ \t]*$""")
 MARKER = re.compile(r"^(?P<indent>[ \t]*)<!-- lmbuild:(?P<kind>stages|graph) (?P<args>[^>]*?) ?-->[ \t]*$")

@@ -25,7 +25,7 @@ from lmbuild.study.ablation_fit import read_runs
 from lmbuild.study.figures import fit_figures, write_figures
 from lmbuild.study.mixture_study import fit_study, write
 from lmbuild.study.proxies import StudyError, read_proxies
-from lmbuild.study.regmix import RegmixError
+from lmbuild.study.mixtures import RegmixError
 from lmbuild.study.scaling_study import fit_grid
 
 ROOT = Path("studies")

@@ -14,7 +14,8 @@ from conftest import REPO
 
 from lmbuild.params import ParamsError, validate_section
 from lmbuild.study.ablation_fit import fit, suite_metrics
-from lmbuild.study.data_ablation import check_ablation, first_changed, recipe_params
+from lmbuild.study.data_ablation import check_ablation, first_changed, main_inputs, recipe_params
+from lmbuild.study.proxies import StudyError
 
 SECTIONS = ("common", "filter", "dedup", "rate", "mix", "decontaminate", "tokenize")
 
@@ -105,3 +106,27 @@ def test_recipe_params_leave_the_main_params_alone():
     before = copy.deepcopy(p)
     recipe_params(p, "no_dedup")
     assert p == before
+
+
+def test_each_recipe_stage_reads_its_input_from_dvc_yaml(tmp_path):
+    # the chain a recipe rebuilds is the main pipeline's: each stage's input is what the stage
+    # before it writes there, so moving a directory in dvc.yaml moves it here
+    inputs = main_inputs(REPO / "dvc.yaml")
+    assert [p.as_posix() for p in inputs.values()] == ["data/raw", "data/filtered", "data/dedup", "data/rated", "data/mix"]
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    dvc["stages"]["rate"]["outs"][0] = "data/scored"
+    dvc["stages"]["mix"]["deps"] = ["data/scored" if d == "data/rated" else d for d in dvc["stages"]["mix"]["deps"]]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
+    assert main_inputs(tmp_path / "dvc.yaml")["mix"].as_posix() == "data/scored"
+    # a stage that reads nothing the stage before it writes is a broken chain, said in one line
+    dvc["stages"]["mix"]["deps"] = [d for d in dvc["stages"]["mix"]["deps"] if d != "data/scored"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc))
+    with pytest.raises(StudyError, match="stage mix should read exactly one data/ directory"):
+        main_inputs(tmp_path / "dvc.yaml")
+
+
+def test_the_recipe_stage_depends_on_every_input_it_reads():
+    # DVC refuses dvc.yaml as a dependency, so ablation_data lists the directories main_inputs
+    # finds there: a recipe rebuilds when the main pipeline's data it starts from changes
+    study = yaml.safe_load((REPO / "studies" / "dvc.yaml").read_text())["stages"]["ablation_data"]["do"]
+    assert {p.as_posix() for p in main_inputs(REPO / "dvc.yaml").values()} <= set(study["deps"])

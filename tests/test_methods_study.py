@@ -33,13 +33,17 @@ def test_rl_steps_shortens_the_rl_methods_only(params):
 
 
 def test_a_typo_in_a_method_is_named_where_it_was_written(params):
-    runs = {**params["studies"]["methods"]["runs"], "bad": {"stage": "dpo", "params": {"los": "dpo"}}}
-    p = {**params, "studies": {**params["studies"], "methods": {**params["studies"]["methods"], "runs": runs}}}
+    methods = params["studies"]["methods"]
+    p = {**params, "studies": {**params["studies"], "methods": {**methods, "dpo": {**methods["dpo"], "bad": {"los": "dpo"}}}}}
     with pytest.raises(ParamsError) as exc:
         method_section(p, "bad", 1)
-    assert exc.value.problems[0].startswith("params.yaml: studies.methods.runs.bad.params.los"), exc.value.problems
+    assert exc.value.problems[0].startswith("params.yaml: studies.methods.dpo.bad.los"), exc.value.problems
     with pytest.raises(ParamsError, match="no method 'nope'"):
         method_section(params, "nope", 1)
+    # one name on both base stages would make `study_method <name>` ambiguous
+    twice = {**params, "studies": {**params["studies"], "methods": {**methods, "rlvr": {**methods["rlvr"], "dpo": {}}}}}
+    with pytest.raises(ParamsError, match="two methods named 'dpo'"):
+        method_section(twice, "dpo", 1)
 
 
 def _run(method, seed, acc, win, start=0.5):

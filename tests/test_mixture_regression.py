@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lmbuild.study import mixtures as M
 from lmbuild.study import regmix as R
 from lmbuild.study.regmix import fit_mixing_law
 
@@ -29,41 +30,41 @@ def smooth_loss(W):
 # ---------------------------------------------------------------- sampling and caps
 
 def test_dirichlet_mixtures_sum_to_one_are_deterministic_and_centre_on_the_prior():
-    W = R.sample_mixtures(PRIOR, 4000, seed=3, concentration=5.0)
+    W = M.sample_mixtures(PRIOR, 4000, seed=3, concentration=5.0)
     assert W.shape == (4000, 4)
     np.testing.assert_allclose(W.sum(axis=1), 1.0, atol=1e-12)
     assert (W >= 0).all()
     np.testing.assert_allclose(W[0], list(PRIOR.values()), atol=1e-15)  # the prior is always a candidate
-    np.testing.assert_array_equal(W, R.sample_mixtures(PRIOR, 4000, seed=3, concentration=5.0))
-    assert not np.array_equal(W, R.sample_mixtures(PRIOR, 4000, seed=4, concentration=5.0))
+    np.testing.assert_array_equal(W, M.sample_mixtures(PRIOR, 4000, seed=3, concentration=5.0))
+    assert not np.array_equal(W, M.sample_mixtures(PRIOR, 4000, seed=4, concentration=5.0))
     # E[w] = prior; sd of the mean of w_j is sqrt(p (1 - p) / (c + 1) / n) <= 0.0033 here: 0.015 is > 4.5 sd
     np.testing.assert_allclose(W[1:].mean(axis=0), list(PRIOR.values()), atol=0.015)
     # Var(w_j) = p_j (1 - p_j) / (concentration + 1)
     p = np.array(list(PRIOR.values()))
     np.testing.assert_allclose(W[1:].var(axis=0), p * (1 - p) / 6.0, rtol=0.1)
     # a log-uniform concentration range is deterministic too
-    V = R.sample_mixtures(PRIOR, 50, seed=0, concentration=(0.1, 5.0))
+    V = M.sample_mixtures(PRIOR, 50, seed=0, concentration=(0.1, 5.0))
     np.testing.assert_allclose(V.sum(axis=1), 1.0, atol=1e-12)
-    np.testing.assert_array_equal(V, R.sample_mixtures(PRIOR, 50, seed=0, concentration=(0.1, 5.0)))
+    np.testing.assert_array_equal(V, M.sample_mixtures(PRIOR, 50, seed=0, concentration=(0.1, 5.0)))
 
 
 def test_caps_come_from_pools_epochs_and_budget_and_samples_respect_them():
     pool = {"web": 8e6, "code": 2e6, "books": 1.5e6, "math": 0.5e6}
-    caps = R.weight_caps(pool, {"web": 1, "code": 2, "books": 2, "math": 4}, budget=1e7, domains=DOMAINS)
+    caps = M.weight_caps(pool, {"web": 1, "code": 2, "books": 2, "math": 4}, budget=1e7, domains=DOMAINS)
     assert caps == pytest.approx({"web": 0.8, "code": 0.4, "books": 0.3, "math": 0.2})
-    assert R.weight_caps(pool, 1, budget=1e6)["web"] == 1.0  # a cap never exceeds one
-    W = R.sample_mixtures(PRIOR, 500, seed=0, concentration=1.0, max_weight=caps)
+    assert M.weight_caps(pool, 1, budget=1e6)["web"] == 1.0  # a cap never exceeds one
+    W = M.sample_mixtures(PRIOR, 500, seed=0, concentration=1.0, max_weight=caps)
     assert len(W) == 500
     assert (W <= np.array(list(caps.values())) + 1e-12).all()
     np.testing.assert_allclose(W.sum(axis=1), 1.0, atol=1e-12)
-    np.testing.assert_array_equal(W, R.sample_mixtures(PRIOR, 500, seed=0, concentration=1.0, max_weight=caps))
+    np.testing.assert_array_equal(W, M.sample_mixtures(PRIOR, 500, seed=0, concentration=1.0, max_weight=caps))
 
 
 def test_clip_to_caps_redistributes_the_excess_in_proportion():
-    w = R.clip_to_caps(np.array([0.7, 0.2, 0.1]), np.array([0.5, 1.0, 1.0]))
+    w = M.clip_to_caps(np.array([0.7, 0.2, 0.1]), np.array([0.5, 1.0, 1.0]))
     np.testing.assert_allclose(w, [0.5, 0.2 * 0.5 / 0.3, 0.1 * 0.5 / 0.3])
     # a second round: the first redistribution pushes another domain over its cap
-    w = R.clip_to_caps(np.array([0.6, 0.3, 0.1]), np.array([0.4, 0.4, 1.0]))
+    w = M.clip_to_caps(np.array([0.6, 0.3, 0.1]), np.array([0.4, 0.4, 1.0]))
     np.testing.assert_allclose(w, [0.4, 0.4, 0.2])
 
 
@@ -73,8 +74,8 @@ def test_clip_to_caps_redistributes_the_excess_in_proportion():
 def study():
     """128 proxies around the prior (as a study would run them) and 300 held-out mixtures."""
     rng = np.random.default_rng(7)
-    W = R.sample_mixtures(PRIOR, 128, seed=1, concentration=1.0)
-    held = R.sample_mixtures(PRIOR, 300, seed=2, concentration=1.0)[1:]
+    W = M.sample_mixtures(PRIOR, 128, seed=1, concentration=1.0)
+    held = M.sample_mixtures(PRIOR, 300, seed=2, concentration=1.0)[1:]
     return W, smooth_loss(W) + rng.normal(0, 0.01, len(W)), held
 
 
@@ -94,7 +95,7 @@ def test_regressions_rank_held_out_mixtures(study, fit):
 
 
 def test_linear_recovers_an_additive_loss_exactly():
-    W = R.sample_mixtures(PRIOR, 20, seed=0, concentration=2.0)
+    W = M.sample_mixtures(PRIOR, 20, seed=0, concentration=2.0)
     v = np.array([2.5, 3.0, 3.2, 4.0])  # loss of each pure domain
     model = R.fit_linear(W, W @ v, DOMAINS)
     assert list(model.params["pure_domain_loss"].values()) == pytest.approx(v.tolist(), abs=1e-9)
@@ -102,7 +103,7 @@ def test_linear_recovers_an_additive_loss_exactly():
 
 
 def test_gbt_is_deterministic():
-    W = R.sample_mixtures(PRIOR, 40, seed=0, concentration=1.0)
+    W = M.sample_mixtures(PRIOR, 40, seed=0, concentration=1.0)
     a, b = (R.fit_gbt(W, smooth_loss(W), DOMAINS, seed=5, n_estimators=50) for _ in range(2))
     np.testing.assert_array_equal(a.predict(W), b.predict(W))
     assert a.cv_spearman == b.cv_spearman
@@ -114,7 +115,7 @@ def test_mixing_law_recovers_known_parameters():
     has probability 6e-5 per parameter) and, so that a fit with inflated errors cannot pass,
     within 0.02 (c, k) and 0.05 (t) in absolute terms."""
     rng = np.random.default_rng(11)
-    W = R.sample_mixtures(PRIOR, 40, seed=5, concentration=1.0)
+    W = M.sample_mixtures(PRIOR, 40, seed=5, concentration=1.0)
     y = law(W) + rng.normal(0, 0.003, len(W))
     fit = fit_mixing_law(W, y, DOMAINS)
     p = fit.params["targets"]["loss"]
@@ -133,7 +134,7 @@ def test_mixing_law_recovers_known_parameters():
 
 
 def test_mixing_law_fits_each_target_and_combines_them():
-    W = R.sample_mixtures(PRIOR, 30, seed=2, concentration=1.0)
+    W = M.sample_mixtures(PRIOR, 30, seed=2, concentration=1.0)
     t2 = np.array([0.5, -2.0, 1.0, 0.5])
     Y = np.column_stack([law(W), law(W, c=1.0, k=0.5, t=t2)])
     fit = fit_mixing_law(W, Y, DOMAINS, targets=["val_web", "val_code"], target_weights=[3, 1])
@@ -188,7 +189,7 @@ def test_optimise_respects_caps():
 
 
 def test_search_and_slsqp_agree_on_a_fitted_law():
-    W = R.sample_mixtures(PRIOR, 30, seed=4, concentration=1.0)
+    W = M.sample_mixtures(PRIOR, 30, seed=4, concentration=1.0)
     fit = fit_mixing_law(W, law(W), DOMAINS)
     caps = {"web": 0.6, "code": 1.0, "books": 1.0, "math": 1.0}
     search = R.optimise(fit, PRIOR, caps, n_candidates=20_000, seed=0)
@@ -206,7 +207,7 @@ def one_line(excinfo):
 
 
 def test_errors():
-    W = R.sample_mixtures(PRIOR, 12, seed=0)
+    W = M.sample_mixtures(PRIOR, 12, seed=0)
     with pytest.raises(R.RegmixError, match="needs at least 5 runs, got 4") as e:
         R.fit_linear(W[:4], smooth_loss(W[:4]), DOMAINS)
     one_line(e)
@@ -218,18 +219,18 @@ def test_errors():
         R.fit_gbt(bad, smooth_loss(W), DOMAINS)
     one_line(e)
     with pytest.raises(R.RegmixError, match="domain.s. math not in the pool"):
-        R.weight_caps({"web": 1e6, "code": 1e6, "books": 1e6}, 1, 1e6, domains=DOMAINS)
+        M.weight_caps({"web": 1e6, "code": 1e6, "books": 1e6}, 1, 1e6, domains=DOMAINS)
     with pytest.raises(R.RegmixError, match=r"caps sum to 0.35 < 1.*web 0.1 .*code 0.1 .*books 0.1 .*math 0.05") as e:
-        R.weight_caps({"web": 1e5, "code": 1e5, "books": 1e5, "math": 5e4}, 1, 1e6)
+        M.weight_caps({"web": 1e5, "code": 1e5, "books": 1e5, "math": 5e4}, 1, 1e6)
     one_line(e)
     with pytest.raises(R.RegmixError, match="caps sum to 0.8 < 1"):
         R.optimise(quadratic([0.25] * 4), PRIOR, {"web": 0.2, "code": 0.2, "books": 0.2, "math": 0.2}, 1000)
     with pytest.raises(R.RegmixError, match="no cap for domain.s. math"):
-        R.sample_mixtures(PRIOR, 10, 0, max_weight={"web": 1, "code": 1, "books": 1})
+        M.sample_mixtures(PRIOR, 10, 0, max_weight={"web": 1, "code": 1, "books": 1})
     with pytest.raises(R.RegmixError, match="the prior breaks its own caps .web 0.5 > 0.3"):
-        R.sample_mixtures(PRIOR, 10, 0, max_weight={"web": 0.3, "code": 1, "books": 1, "math": 1})
+        M.sample_mixtures(PRIOR, 10, 0, max_weight={"web": 0.3, "code": 1, "books": 1, "math": 1})
     with pytest.raises(R.RegmixError, match="prior: rows must sum to one"):
-        R.sample_mixtures({"web": 0.5, "code": 0.2}, 10, 0)
+        M.sample_mixtures({"web": 0.5, "code": 0.2}, 10, 0)
     gbt = R.fit_gbt(W, smooth_loss(W), DOMAINS, n_estimators=10)
     with pytest.raises(R.RegmixError, match="piecewise constant"):
         R.optimise(gbt, PRIOR, None, 1000, method="slsqp")

@@ -5,13 +5,15 @@ hours on a GPU, after an edit it never sees). `python -m lmbuild.deps --write` k
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import REPO
-from lmbuild.deps import closure, differences
+from lmbuild.deps import closure, differences, fingerprint_path, fingerprinted, stage_scripts
 
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 LIB = REPO / "lib"
@@ -71,12 +73,37 @@ def test_lib_deps_are_exactly_the_imports():
     assert differences(DVC, REPO) == [], "run `python -m lmbuild.deps --write`"
     studies = yaml.safe_load((REPO / "studies" / "dvc.yaml").read_text())
     assert differences(studies, REPO) == [], "run `python -m lmbuild.deps --write`"
+    scripts = stage_scripts(studies)
     for name, st in studies["stages"].items():
         body = st.get("do", st)
-        assert body["wdir"] == ".." and body["desc"] and body["cmd"].split()[2] in (
-            "stages.study_proxy", "stages.study_fit", "stages.study_method",
-                            "stages.study_ablation"), name
-        assert f"{body['cmd'].split()[2].replace('.', '/')}.py" in body["deps"], name
+        assert body["wdir"] == ".." and body["desc"], name
+        assert scripts[name] in ("stages/study_proxy.py", "stages/study_fit.py", "stages/study_method.py",
+                                 "stages/study_ablation.py"), name
+        if name.startswith("code_"):  # the script's fingerprint: the script and its imports in, one digest out
+            assert body["deps"][0] == scripts[name] and body["outs"] == [{fingerprint_path(scripts[name]): {"cache": False}}]
+        else:  # a study stage: its code through that digest only
+            assert name in fingerprinted(studies), name
+            assert not [d for d in body["deps"] if d.startswith(("lib/", "stages/"))], name
+
+
+def test_a_code_fingerprint_changes_exactly_when_a_file_it_covers_changes(tmp_path):
+    from lmbuild.deps import fingerprint
+    for d in ("stages", "lib", "specs"):
+        shutil.copytree(REPO / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (tmp_path / "studies").mkdir()
+    shutil.copy(REPO / "studies" / "dvc.yaml", tmp_path / "studies" / "dvc.yaml")
+    pipeline = tmp_path / "studies" / "dvc.yaml"
+    out = fingerprint(pipeline, "stages/study_proxy.py")
+    assert out == tmp_path / "studies" / "code" / "study_proxy.json"
+    first = out.read_bytes()
+    assert "lib/lmbuild/train/trainer.py" in json.loads(first)["files"]
+    (tmp_path / "lib/lmbuild/eval/judge.py").write_text("# not imported by the proxies\n", encoding="utf-8")
+    assert fingerprint(pipeline, "stages/study_proxy.py").read_bytes() == first
+    trainer = tmp_path / "lib/lmbuild/train/trainer.py"
+    trainer.write_text(trainer.read_text(encoding="utf-8") + "\n# an edit\n", encoding="utf-8")
+    assert fingerprint(pipeline, "stages/study_proxy.py").read_bytes() != first
+    with pytest.raises(SystemExit, match="0 stages fingerprinting"):
+        fingerprint(pipeline, "stages/nope.py")
 
 
 def test_editing_a_module_reruns_exactly_the_stages_that_import_it():
@@ -95,7 +122,7 @@ def test_editing_a_module_reruns_exactly_the_stages_that_import_it():
 def test_every_stage_script_is_in_the_pipeline():
     scripts = {p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__"}
     studies = yaml.safe_load((REPO / "studies" / "dvc.yaml").read_text())["stages"]
-    study_scripts = {st.get("do", st)["cmd"].split()[2].split(".")[1] for st in studies.values()}
+    study_scripts = {Path(s).stem for s in stage_scripts({"stages": studies}).values()}
     assert scripts == set(DVC["stages"]) | study_scripts
 
 

@@ -219,8 +219,7 @@ def test_methods_study_runs_and_ranks_against_sft(rm_chain, tmp_path):
     import shutil
     shutil.copytree(rm_chain.root, tmp_path / "p", symlinks=True)
     root = tmp_path / "p"
-    params = chain_params(studies={"methods": {"seeds": [1, 2], "runs": {
-        "dpo": {"stage": "dpo", "params": {"epochs": 0.5}}}}})
+    params = chain_params(studies={"methods": {"seeds": [1, 2], "dpo": {"dpo": {"epochs": 0.5}}, "rlvr": {}}})
     make_project(root, params)
     for args in (["baseline"], ["dpo", "1"], ["dpo", "2"], ["fit"]):
         _study(root, args)

@@ -8,6 +8,17 @@ would rerun a stage after edits to modules it never imports; declaring fewer wou
 
 Only the `lib/lmbuild/...` entries of a stage's deps are managed; the script, specs and
 upstream outputs are left as written. Imports are read from the source (ast), never executed.
+
+Code fingerprints: a pipeline with many stages running one script (the studies' proxies) would
+list the same ~60 files in every stage, and DVC reads, hashes and locks each entry of each stage:
+a no-op `dvc repro` spent most of its time there. Instead one stage per script,
+
+    code_<script>:  cmd: python -m lmbuild.deps --fingerprint stages/<script>.py
+                    deps: the script and its import closure (managed as above)
+                    outs: studies/code/<script>.json (a digest of every one of those files)
+
+and each stage running the script depends on that one file, which changes exactly when one of
+the files changes: the same invalidation, one dependency instead of sixty.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "lib"
 PREFIX = "lib/lmbuild"
+FINGERPRINTS = "studies/code"   # where code_<script> stages write their digests
 
 
 def module_file(name: str, lib: Path = LIB) -> Path | None:
@@ -76,20 +88,62 @@ def closure(script: Path, lib: Path = LIB) -> set[Path]:
 
 
 def stage_scripts(dvc: dict) -> dict[str, str]:
-    """stage name (a foreach stage once, under its own name) -> its script module path."""
+    """stage name (a foreach or matrix stage once, under its own name) -> its script path: the
+    module it runs, or for a code fingerprint stage the script it fingerprints."""
     out = {}
     for name, st in dvc["stages"].items():
         body = st.get("do", st)
         cmd = body["cmd"].split()
-        out[name] = cmd[cmd.index("-m") + 1].replace(".", "/") + ".py"
+        if "--fingerprint" in cmd:
+            out[name] = cmd[cmd.index("--fingerprint") + 1]
+        else:
+            out[name] = cmd[cmd.index("-m") + 1].replace(".", "/") + ".py"
     return out
 
 
+def fingerprint_path(script: str) -> str:
+    """The digest file of a script's code (the output of its code_<script> stage)."""
+    return f"{FINGERPRINTS}/{Path(script).stem}.json"
+
+
+def fingerprinted(dvc: dict) -> set[str]:
+    """Stages whose code comes in through a fingerprint: they depend on their script's digest
+    file and declare no lib/ files of their own."""
+    scripts = stage_scripts(dvc)
+    return {name for name, st in dvc["stages"].items()
+            if "--fingerprint" not in st.get("do", st)["cmd"]
+            and fingerprint_path(scripts[name]) in map(_dep_name, st.get("do", st).get("deps", []))}
+
+
 def wanted(dvc: dict, repo: Path = REPO) -> dict[str, list[str]]:
-    """stage -> the sorted lib/ files its script imports, as repo-relative paths."""
+    """stage -> the sorted lib/ files its script imports, as repo-relative paths (none for a
+    stage that depends on its script's fingerprint instead)."""
     lib = repo / "lib"
-    return {name: sorted(p.relative_to(repo).as_posix() for p in closure(repo / script, lib))
+    skip = fingerprinted(dvc)
+    return {name: [] if name in skip else sorted(p.relative_to(repo).as_posix() for p in closure(repo / script, lib))
             for name, script in stage_scripts(dvc).items()}
+
+
+def fingerprint(dvc_yaml: Path, script: str, repo: Path | None = None) -> Path:
+    """Write the digest of `script`'s code: the MD5 of every file its code stage in `dvc_yaml`
+    declares as a dependency (the script and its import closure), keyed by path."""
+    import hashlib
+    import json
+
+    import yaml
+    repo = repo or root_of(dvc_yaml)
+    dvc = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))
+    found = [name for name, s in stage_scripts(dvc).items()
+             if s == script and "--fingerprint" in dvc["stages"][name].get("do", dvc["stages"][name])["cmd"]]
+    if len(found) != 1:
+        raise SystemExit(f"deps: {dvc_yaml} has {len(found)} stages fingerprinting {script} (want exactly one)")
+    digests = {}
+    for dep in sorted(map(_dep_name, dvc["stages"][found[0]]["deps"])):
+        digests[dep] = hashlib.md5((repo / dep).read_bytes()).hexdigest()
+    out = repo / fingerprint_path(script)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"script": script, "files": digests}, indent=1) + "\n", encoding="utf-8")
+    return out
 
 
 def _dep_name(dep) -> str:
@@ -132,7 +186,7 @@ def write(path: Path, repo: Path = REPO) -> int:
         old = [d for d in deps if _dep_name(d).startswith(PREFIX)]
         if [_dep_name(d) for d in old] == want[name]:
             continue
-        at = next((i for i, d in enumerate(deps) if _dep_name(d).startswith(PREFIX)), 1)
+        at = next((i for i, d in enumerate(deps) if _dep_name(d).startswith(PREFIX)), min(1, len(deps)))
         for d in old:
             deps.remove(d)
         for k, f in enumerate(want[name]):
@@ -161,7 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 when a pipeline file differs (the default)")
     ap.add_argument("--dvc-yaml", type=Path, default=None, help="one pipeline file (default: dvc.yaml and "
                     "studies/dvc.yaml)")
+    ap.add_argument("--fingerprint", metavar="SCRIPT", default=None,
+                    help=f"write {FINGERPRINTS}/<script>.json, the digest of the files SCRIPT's code stage declares "
+                         "(default pipeline file: ./studies/dvc.yaml)")
     args = ap.parse_args(argv)
+    if args.fingerprint:  # run by DVC at the root of the repository (or of a test's copy of it)
+        pipeline = args.dvc_yaml or Path.cwd() / "studies" / "dvc.yaml"
+        out = fingerprint(pipeline, args.fingerprint)
+        print(f"deps: wrote {out.relative_to(root_of(pipeline))}", file=sys.stderr)
+        return 0
     targets = [args.dvc_yaml] if args.dvc_yaml else pipelines()
     if args.write:
         for path in targets:

@@ -245,8 +245,9 @@ def check_or_exit(stage: str, check: Callable[..., T], *args, **kwargs) -> T:
 def stage_errors(stage: str, *errors: type[Exception], label: str | bool = True) -> Iterator[None]:
     """A data stage's main() runs its work inside this (the training stages' counterpart is
     lmbuild.train.entry.run_training_stage). Any of `errors` prints one line to stderr and exits
-    2, no traceback: `<label>: <error>`, where label True is the stage's name, a string is itself,
-    and False prints the error alone (its message already names the file or key). A ParamsError
+    2, no traceback: `<label>: <error>`, where label True is the stage's name (left out when the
+    message already starts with it), a string is itself, and False prints the error alone (its
+    message already names the file or key). A ParamsError
     from a check that runs inside the work (files that params name, a set a param names) stops the
     stage as a schema error does, `exit_on_params_error(stage, ...)`, unless `errors` lists
     ParamsError: then it is one line like the others.
@@ -257,7 +258,9 @@ def stage_errors(stage: str, *errors: type[Exception], label: str | bool = True)
     try:
         yield
     except errors as exc:
-        print(exc if label is False else f"{stage if label is True else label}: {exc}", file=sys.stderr)
+        prefix = stage if label is True else label
+        print(exc if label is False or (label is True and str(exc).startswith(stage)) else f"{prefix}: {exc}",
+              file=sys.stderr)
         raise SystemExit(2) from None
     except ParamsError as exc:
         exit_on_params_error(stage, exc)

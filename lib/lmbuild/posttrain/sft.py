@@ -28,7 +28,7 @@ from ..tasks.example import derive_seed
 from ..train.trainer import run as run_job
 from .less import check_select, less_select, random_select
 from .packing import model_inputs, pack
-from .sft_data import SftData, _task_messages, build
+from .sft_data import SftData, task_messages, build
 
 
 def packed_loss(model, batch):
@@ -70,7 +70,7 @@ def select(p: dict, tp: dict, data: SftData, tok, init_model: Path, seed: int, p
         # problems), drawn from their own seed stream
         exs = generate(fam, "train", sp["target_examples"], derive_seed(sel_seed, "less-target") % 2 ** 31,
                        difficulties(tp)[fam], part=train_part(tp, "sft"))
-        targets = [e for e in (encode_conversation(tok, _task_messages(ex), p["seq_len"]) for ex in exs) if e]
+        targets = [e for e in (encode_conversation(tok, task_messages(ex), p["seq_len"]) for ex in exs) if e]
         o = p["optim"]
         sel = less_select(sp, data.train, targets, init_model=init_model, pad_id=pad_id, lr=o["lr"],
                           betas=(o["beta1"], o["beta2"]), eps=o["eps"], seed=sel_seed)

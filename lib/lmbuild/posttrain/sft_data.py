@@ -33,7 +33,8 @@ class SftData:
     per_source: dict[str, dict] = field(default_factory=dict)
 
 
-def _task_messages(ex: Example) -> list[dict]:
+def task_messages(ex: Example) -> list[dict]:
+    """A task example as a two-turn chat: the prompt from the user, the worked solution from the assistant."""
     return [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.solution}]
 
 
@@ -55,10 +56,10 @@ def build(sources: list[dict], tasks_params: dict, tok, seq_len: int, seed: int,
         if src["type"] == "tasks":
             n = src.get("count") or 1000
             train_exs = training_examples(tasks_params, n, seed, "sft")
-            train_convs = [_task_messages(ex) for ex in train_exs]
+            train_convs = [task_messages(ex) for ex in train_exs]
             train_fams = [ex.family for ex in train_exs]
             stats["problems"] = draw_stats(tasks_params, train_exs)
-            val_convs = [_task_messages(ex) for ex in heldout(tasks_params, seed if heldout_seed is None else heldout_seed)]
+            val_convs = [task_messages(ex) for ex in heldout(tasks_params, seed if heldout_seed is None else heldout_seed)]
         else:
             if not src.get("path"):
                 raise ParamsError([f"params.yaml: sft.sources.{name}.path: a file source needs a path"])

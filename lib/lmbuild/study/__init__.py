@@ -4,7 +4,8 @@ stages/study_*.py run them; studies/dvc.yaml declares the runs.
 The maths (numpy and scipy; scikit-learn for regmix's gradient-boosted trees):
   scaling.py        the Chinchilla scaling-law fit L(N, D)
   grid.py           parameter counts and the (model, token budget) grid of a scaling study
-  regmix.py         mixture regression (RegMix): proxy mixtures, regressions, the best mixture
+  mixtures.py       proxy mixtures: weight checks, token-budget caps, Dirichlet draws (RegMix)
+  regmix.py         mixture regression (RegMix): regressions of loss on weights, the best mixture
   mixing_law.py     Ye et al.'s data mixing law, fitted per target (regmix.fit_mixing_law uses it)
   ablation.py       ranking against a baseline: paired differences, standard errors, p-values
 The runs and fits (these reach into training, post-training, eval and plotting):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..params import ParamsError
 from .proxies import pool_tokens, prior, proxy_section
-from .regmix import RegmixError, weight_caps
+from .mixtures import RegmixError, weight_caps
 
 # parameters each regression of the mixture study fits with D domains
 N_PARAMS = {"linear": lambda d: d + 1, "gbt": lambda d: d + 1, "mixing_law": lambda d: d + 2}

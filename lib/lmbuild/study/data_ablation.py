@@ -37,11 +37,31 @@ from .proxies import StudyError, run_proxy
 
 ROOT = Path("studies/ablation")
 DATA = Path("data")
-# The data stages a recipe may change, in pipeline order, with the main pipeline's input of each
+# The data stages a recipe may change (in pipeline order: main_inputs checks it against dvc.yaml)
 STAGES = ("filter", "dedup", "rate", "mix", "decontaminate")
-INPUT = {"filter": DATA / "raw", "dedup": DATA / "filtered", "rate": DATA / "dedup", "mix": DATA / "rated",
-         "decontaminate": DATA / "mix"}
 MAIN_TOKENS, MAIN_TOKENIZER, MAIN_VAL = DATA / "tokens", Path("models/tokenizer"), DATA / "mix" / "val"
+
+
+def main_inputs(dvc_yaml: Path = Path("dvc.yaml"), stages: tuple[str, ...] = STAGES) -> dict[str, Path]:
+    """Each stage's input in the main pipeline, as dvc.yaml declares it: the data/ dependency of
+    the stage that the stage before it in `stages` writes (for the first, that any stage writes)."""
+    import yaml
+    declared = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
+
+    def paths(items) -> list[str]:
+        return [i if isinstance(i, str) else next(iter(i)) for i in items or []]
+
+    written = {o for st in declared.values() for o in paths(st.get("do", st).get("outs"))}
+    inputs, before = {}, written
+    for s in stages:
+        if s not in declared:
+            raise StudyError(f"{dvc_yaml}: no stage {s!r}; the data ablation builds {', '.join(stages)}")
+        found = [d for d in paths(declared[s].get("deps")) if d.startswith(f"{DATA}/") and d in before]
+        if len(found) != 1:
+            raise StudyError(f"{dvc_yaml}: stage {s} should read exactly one data/ directory written by "
+                             f"{'an earlier stage' if before is written else 'the stage before it'}; found {found or 'none'}")
+        inputs[s], before = Path(found[0]), set(paths(declared[s].get("outs")))
+    return inputs
 
 
 def recipe_params(params: dict, name: str) -> dict:
@@ -121,7 +141,7 @@ def build_recipe(params: dict, name: str, out: Path = ROOT / "data") -> dict:
             run = list(STAGES[STAGES.index(start):])
             _log(f"{name}: {', '.join(STAGES[:STAGES.index(start)]) or 'nothing'} from the main pipeline, "
                  f"{', '.join(run)} with the recipe's params")
-            src = INPUT[start]
+            src = main_inputs()[start]
             for stage in run:
                 dst = work / stage
                 if stage == "filter":

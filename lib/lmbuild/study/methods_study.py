@@ -1,12 +1,12 @@
 """The post-training methods study: preference optimisation and RL methods trained from the same
 SFT model over several seeds, side by side on the same held-out problems.
 
-A method is a base stage (dpo or rlvr) with `studies.methods.runs.<name>.params` laid over that
+A method is a base stage (dpo or rlvr) with `studies.methods.<stage>.<name>` laid over that
 stage's params section (validated as that section, so a typo is a one-line error naming
-studies.methods.runs.<name>). Every run starts from models/sft: the dpo methods train on
+studies.methods.<stage>.<name>). Every run starts from models/sft: the dpo methods train on
 dpo_pairs' pairs (sampled from and referenced to models/sft), the RL methods sample from
-models/sft themselves. Each run is one cached DVC unit (studies/dvc.yaml, `method_<name>@<seed>`),
-so a change to one method's params reruns only that method's runs.
+models/sft themselves. Each run is one cached DVC unit (studies/dvc.yaml,
+`method_<stage>@<name>-<seed>`), so a change to one method's params reruns only that method's runs.
 
 Each run reports what its stage reports (held-out greedy task accuracy with its paired change from
 models/sft, by item) plus the evaluation every method shares (`evaluate_shared`: the held-out
@@ -39,20 +39,30 @@ FIGURES = {"task_accuracy": True, "task_accuracy_gain": True, "heldout_reward": 
            "lc_win_rate": True, "time_s": False}
 
 
+BASE_STAGES = ("dpo", "rlvr")   # studies.methods.<stage>: the methods built on each
+
+
+def method_params(methods: dict, name: str) -> tuple[str, dict]:
+    """(base stage, the method's params over that stage's section) of method `name`."""
+    found = [(stage, methods[stage][name]) for stage in BASE_STAGES if name in methods[stage]]
+    if len(found) != 1:
+        have = ", ".join(f"{s}.{n}" for s in BASE_STAGES for n in methods[s])
+        why = "no method" if not found else "two methods named"
+        raise ParamsError([f"params.yaml: studies.methods: {why} {name!r} (have {have}); names must be unique"])
+    return found[0]
+
+
 def method_section(params: dict, name: str, seed: int) -> tuple[str, dict]:
     """(base stage, its params section for this run): the stage's section with the method's
     params over it and the run's training seed."""
-    runs = params["studies"]["methods"]["runs"]
-    if name not in runs:
-        raise ParamsError([f"params.yaml: studies.methods.runs: no method {name!r} (have {', '.join(runs)})"])
-    stage, over = runs[name]["stage"], runs[name]["params"]
+    stage, over = method_params(params["studies"]["methods"], name)
     steps = params["studies"]["methods"]["rl_steps"]
     if stage == "rlvr" and steps is not None:
         over = {"steps": steps, **over}
     try:
         section = validate_section(stage, deep_merge(params[stage], {**over, "seed": seed}))
     except ParamsError as exc:
-        raise ParamsError([line.replace(f"params.yaml: {stage}.", f"params.yaml: studies.methods.runs.{name}.params.", 1)
+        raise ParamsError([line.replace(f"params.yaml: {stage}.", f"params.yaml: studies.methods.{stage}.{name}.", 1)
                            for line in exc.problems]) from None
     return stage, section
 
@@ -72,7 +82,7 @@ def run_method(params: dict, name: str, seed: int, *, evaluate_shared) -> dict:
     t0 = time.perf_counter()
     if stage == "dpo":
         pairs_dir = Path("data/dpo")
-        if "pairs" in params["studies"]["methods"]["runs"][name]["params"]:
+        if "pairs" in method_params(params["studies"]["methods"], name)[1]:
             # its own pair set (e.g. another scorer): sampled from models/sft with dpo_pairs' seed, so
             # the candidates are dpo_pairs' own and only what the method changes differs
             pairs_dir = scratch / "pairs"

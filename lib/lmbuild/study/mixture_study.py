@@ -17,7 +17,8 @@ import numpy as np
 from ..params import ParamsError
 from .checks import N_PARAMS
 from .proxies import check_count, pool_tokens, prior
-from .regmix import RegmixError, fit_gbt, fit_linear, fit_mixing_law, optimise, weight_caps
+from .mixtures import RegmixError, weight_caps
+from .regmix import fit_gbt, fit_linear, fit_mixing_law, optimise
 
 FITTERS = {"linear": fit_linear, "gbt": fit_gbt, "mixing_law": fit_mixing_law}
 

@@ -8,7 +8,7 @@ domain d in the val split, from metrics/tokenize.json), so the number does not d
 tokenizer and domains compare.
 
 Candidate mixtures of the mixture study: proxy 0 is the prior (the default mix's pretrain
-weights), proxy i > 0 is a Dirichlet draw around it (lmbuild.study.regmix.sample_mixtures) from
+weights), proxy i > 0 is a Dirichlet draw around it (lmbuild.study.mixtures.sample_mixtures) from
 the seed (studies.mixture.seed, i): adding proxies leaves the existing ones, and their cache, as
 they are.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..params import ParamsError, deep_merge, training_seed, validate_section
 from ..shards import atomic_dir
-from .regmix import RegmixError, clip_to_caps, sample_mixtures, weight_caps
+from .mixtures import RegmixError, clip_to_caps, sample_mixtures, weight_caps
 
 STUDIES = Path("studies")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..metrics import write_metrics
-from ..params import ParamsError, exit_on_params_error
+from ..params import stage_errors
 from .checkpoint import CheckpointError
 from .data import DataError
 from .model import ModelError
@@ -22,17 +22,14 @@ def is_main_process() -> bool:
 
 def run_training_stage(stage: str, work: Callable[[], dict], metrics_path: Path,
                        summary: Callable[[dict], str]) -> None:
-    """Exit 3 after LMBUILD_STOP_AFTER_STEPS, 2 on bad params or inputs (one line, no traceback)."""
+    """Exit 3 after LMBUILD_STOP_AFTER_STEPS, 2 on bad params or inputs (one line, no traceback:
+    lmbuild.params.stage_errors, as the data stages)."""
     try:
-        metrics = work()
+        with stage_errors(stage, TrainError, DataError, ModelError, CheckpointError, ValueError, OSError):
+            metrics = work()
     except Stopped as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(3) from None
-    except ParamsError as exc:
-        exit_on_params_error(stage, exc)
-    except (TrainError, DataError, ModelError, CheckpointError, ValueError, OSError) as exc:
-        print(f"{stage}: {exc}" if not str(exc).startswith(stage) else exc, file=sys.stderr)
-        raise SystemExit(2) from None
     if metrics["world_size"] == 1 or is_main_process():
         write_metrics(metrics_path, metrics)
         print(summary(metrics), file=sys.stderr)
