@@ -149,7 +149,7 @@ def targets(rows: list[dict]) -> list[tuple[str, bool, str]]:
 def markdown(rows: list[dict], head: str) -> str:
     lines = [head, "", "| run | seed | precision | sft acc | rm pair acc | dpo reward acc | dpo acc | "
              "rlvr start pass@1 / pass@k | rlvr greedy start -> end | rlvr sampled pass@1 start -> end (gain +- se) "
-             "| minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| minutes | threads x jobs, load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['seed']} | {r['precision']} | {r['sft.task_accuracy']:.3f} | "
                      f"{r['reward_model.accuracy']:.3f} | {r['dpo.reward_accuracy']:.3f} | {r['dpo.task_accuracy']:.3f} | "
@@ -157,7 +157,8 @@ def markdown(rows: list[dict], head: str) -> str:
                      f"{r['rlvr.start.task_accuracy']:.3f} -> {r['rlvr.task_accuracy']:.3f} | "
                      f"{r['rlvr.start.sampled_accuracy']:.3f} -> {r['rlvr.sampled_accuracy']:.3f} "
                      f"({r['rlvr.sampled_accuracy_gain']:+.3f} +- {r['rlvr.sampled_accuracy_gain_stderr']:.3f}) | "
-                     f"{sum(r['seconds'].values()) / 60:.1f} |")
+                     f"{sum(r['seconds'].values()) / 60:.1f} | {r.get('threads', '?')} x {r.get('jobs', '?')}, "
+                     f"{r.get('load_at_end', '?')} |")
     lines += ["", "Over all runs (mean +- sd, [min, max]):", ""]
     for key in ("sft.task_accuracy", "reward_model.accuracy", "dpo.reward_accuracy", "dpo.task_accuracy",
                 "dpo.task_accuracy_gain", "rlvr.start.headroom", "rlvr.task_accuracy_gain", "rlvr.sampled_reward_gain",
@@ -206,9 +207,11 @@ def main() -> int:
         rows = sorted(kept + rows, key=lambda r: (r["full_chain"], r["seed"], r["precision"]))
         print(f"kept {len(kept)} earlier runs from {out_json}", file=sys.stderr)
     cpus = sorted({r.get("cpu", "an unrecorded CPU") for r in rows})
-    head = (f"# Demo robustness\n\n{len(rows)} runs on {', '.join(cpus)} ({os.cpu_count()} cores; this sitting: "
-            f"{len(plan)} run(s), {args.jobs} at a time with {threads} thread(s) each, load average at the end "
-            f"{load[0]:.1f}, {(time.time() - t0) / 60:.0f} minutes). Post-training runs start from the repository's "
+    sitting = (f"this sitting: {len(plan)} run(s), {args.jobs} at a time with {threads} thread(s) each, load "
+               f"average at the end {load[0]:.1f}, {(time.time() - t0) / 60:.0f} minutes" if plan else
+               f"the table rebuilt from {out_json.name}; each run's threads, jobs and load are in its row")
+    head = (f"# Demo robustness\n\n{len(rows)} runs on {', '.join(cpus)} ({os.cpu_count()} cores; {sitting}). "
+            f"Post-training runs start from the repository's "
             f"models/anneal; full-chain runs from its data/tokens. Held-out items are the same in every run "
             f"(common.seed); only the training seeds and the precision change.")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ ASSET_GLOBS = ("reports/img/*.png", "studies/*/*.png")
 CODE_PREFIXES = ("stages/", "lib/", "specs/", "studies/code/")  # deps that are code or schemas, not data
 
 SNIPPET = re.compile(r"""^(?P<indent>[ \t]*)-+8<-+[ \t]+(?P<q>["'])(?P<path>.+?)(?P=q)[ \t]*$""")
-MARKER = re.compile(r"^(?P<indent>[ \t]*)<!-- lmbuild:(?P<kind>stages|graph) (?P<args>[^>]*?) ?-->[ \t]*$")
+MARKER = re.compile(r"^(?P<indent>[ \t]*)<!-- lmbuild:(?P<kind>stages|graph|provenance) (?P<args>[^>]*?) ?-->[ \t]*$")
 BEGIN = re.compile(r"^(?P<indent>[ \t]*)<!-- lmbuild:include (?P<path>\S+) (?P<page>\S+) -->$")
 END = re.compile(r"^[ \t]*<!-- lmbuild:end -->$")
 HEADING = re.compile(r"^(?P<indent>[ \t]*)(?P<hashes>#{1,6})(?P<rest>[ \t].*|)$")
@@ -71,7 +71,8 @@ def on_page_markdown(markdown, page, config, files):
         m = MARKER.match(line)
         if m:
             path, *opts = m["args"].split()
-            block = stage_graph(path) if m["kind"] == "graph" else stage_table(path, *opts)
+            block = (stage_graph(path) if m["kind"] == "graph" else provenance(path) if m["kind"] == "provenance"
+                     else stage_table(path, *opts))
             out.extend(m["indent"] + row if row else "" for row in block.split("\n"))
             continue
         m = SNIPPET.match(line)
@@ -81,6 +82,24 @@ def on_page_markdown(markdown, page, config, files):
             continue
         out.append(line)
     return "\n".join(out)
+
+
+# --- provenance: which commit wrote a result --------------------------------------------------
+
+def provenance(path: str) -> str:
+    """The commit that last changed `path` (a lock file): the run that produced the figures it
+    locks, with the commit's date and subject (which names the machine it ran on)."""
+    import subprocess
+    try:
+        line = subprocess.run(["git", "log", "-1", "--format=%h|%ad|%s", "--date=short", "--", path], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        line = ""
+    if not line:
+        return f"The figures below come from `{path}` as it is in this working tree (no commit records them)."
+    commit, date, subject = line.split("|", 2)
+    return f"The figures below were produced by the run committed in `{commit}` ({date}), the last commit that " \
+           f"changed `{path}`: *{_text(subject)}*"
 
 
 # --- included reports: image links and heading levels ---------------------------------------

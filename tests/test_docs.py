@@ -57,6 +57,16 @@ def test_stage_table_names_every_declared_stage(site):
     assert len(table) == len(declared)
 
 
+def test_the_studies_page_names_the_commit_that_produced_its_figures(site):
+    last = subprocess.run(["git", "log", "-1", "--format=%h", "--", "studies/dvc.lock"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    page = (site / "studies" / "index.html").read_text(encoding="utf-8")
+    if last:  # a clone with history: the commit that last changed the studies' lock
+        assert f"committed in <code>{last}</code>" in page
+    else:
+        assert "no commit records them" in page
+
+
 def test_included_report_images_resolve(site):
     """The images that included reports name (reports/img/*.png, studies/*/*.png) are in the site
     and the pages point at them."""
