@@ -468,6 +468,7 @@ def test_data_ablation_study_on_the_demo_data(reference_run, tmp_path, run_param
     proj = tmp_path / "p"
     for sub in ("data", "models", "metrics", "assets"):
         shutil.copytree(root / sub, proj / sub, symlinks=True)
+    shutil.copy(root / "dvc.yaml", proj / "dvc.yaml")  # the recipes' inputs are read from it
     params = copy.deepcopy(run_params)
     params["studies"]["proxy"] = {**params["studies"]["proxy"], "max_tokens": 8192, "log_every": 2,
                                   "schedule": {"kind": "cosine", "warmup_steps": 1, "min_lr_ratio": 0.1},

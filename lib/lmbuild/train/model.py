@@ -1,9 +1,12 @@
-"""Build a causal LM from params with `from_config` (Llama, or OLMo2 with QK-norm)."""
+"""Build a causal LM from params with `from_config` (Llama, OLMo2 with QK-norm, or a
+mixture-of-experts family: lmbuild.train.moe)."""
 
 from __future__ import annotations
 
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Olmo2Config
+
+from .moe import MOE_TYPES, active_params, is_moe, moe_config
 
 
 class ModelError(Exception):
@@ -26,8 +29,14 @@ def model_config(m: dict, vocab_size: int, eot_id: int, pad_id: int, attn: str =
         rms_norm_eps=1e-5, initializer_range=m["init_std"], bos_token_id=eot_id,
         eos_token_id=eot_id, pad_token_id=pad_id, use_cache=True,
     )
-    cls = {"llama": LlamaConfig, "olmo2": Olmo2Config}[m["type"]]
-    cfg = cls(**common)
+    if m["type"] in MOE_TYPES:
+        try:
+            cfg = moe_config(m, common)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        cfg.router_z_loss_coef = float(m["moe"]["router_z_loss_coef"])  # read by the training loss
+    else:
+        cfg = {"llama": LlamaConfig, "olmo2": Olmo2Config}[m["type"]](**common)
     cfg._attn_implementation = attn
     return cfg
 
@@ -41,7 +50,12 @@ def build_model(m: dict, vocab_size: int, eot_id: int, pad_id: int, seed: int,
 
 
 def count_params(model: torch.nn.Module) -> dict:
-    """Total (tied weights once), embedding and non-embedding parameter counts."""
+    """Total (tied weights once), embedding and non-embedding parameter counts; for a
+    mixture-of-experts model also the active ones (what one token passes through)."""
     total = sum(p.numel() for p in model.parameters())
     emb = model.get_input_embeddings().weight.numel()
-    return {"total": total, "embedding": emb, "non_embedding": total - emb}
+    counts = {"total": total, "embedding": emb, "non_embedding": total - emb}
+    if is_moe(model):
+        counts["active"] = active_params(model)
+        counts["active_non_embedding"] = counts["active"] - emb
+    return counts

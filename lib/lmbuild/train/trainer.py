@@ -45,6 +45,7 @@ from .export import export_model
 from .flops import flops_per_token, peak_flops
 from . import numerics
 from .model import count_params
+from .moe import is_moe, router_losses
 from .optim import make_optimizer
 from .schedule import lr_factor
 
@@ -61,8 +62,13 @@ Batch = dict[str, torch.Tensor]
 
 
 def lm_loss(model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean next-token loss over the labelled tokens (labels -100 are ignored)."""
-    return model(**batch).loss, {}
+    """Mean next-token loss over the labelled tokens (labels -100 are ignored); a
+    mixture-of-experts model adds its router losses (lmbuild.train.moe)."""
+    inner = getattr(model, "module", model)
+    if not is_moe(inner):
+        return model(**batch).loss, {}
+    out = model(**batch, output_router_logits=True)
+    return router_losses(out, inner, getattr(inner.config, "router_z_loss_coef", 0.0))
 
 
 def metric_key(name: str) -> str:
@@ -287,8 +293,10 @@ def run(job: Job) -> dict:
     counts = count_params(raw_model)
     trainable = sum(q.numel() for q in raw_model.parameters() if q.requires_grad)  # LoRA: the adapters only
     cfg = raw_model.config
-    # matmul parameters: the layers plus the output head (counted once more when tied)
-    matmul = counts["non_embedding"] + (counts["embedding"] if cfg.tie_word_embeddings else 0)
+    # matmul parameters: the layers plus the output head (counted once more when tied); of a
+    # mixture-of-experts model, the active ones (the experts a token is not routed to do no work)
+    matmul = counts.get("active_non_embedding", counts["non_embedding"]) + (
+        counts["embedding"] if cfg.tie_word_embeddings else 0)
     fpt = flops_per_token(matmul, cfg.num_hidden_layers, cfg.hidden_size, job.seq_len)
     peak, _ = peak_flops(device, torch.bfloat16 if p["precision"] == "bf16" else torch.float32,
                          p.get("peak_tflops"))
@@ -330,8 +338,8 @@ def run(job: Job) -> dict:
             t0 = time.perf_counter()
             lr = o["lr"] * lr_factor(step, total_steps, sch["kind"], sch["warmup_steps"], sch["min_lr_ratio"],
                                      sch["decay_fraction"])
-            for g in optimizer.param_groups:
-                g["lr"] = lr
+            for g in optimizer.param_groups:  # Muon's group runs at its own multiple of the schedule
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             loss_sum, extras, step_tokens = _forward_backward(job, model, accelerator, job.batches(step, rank, world, micro),
                                                               accum, step + 1 in fault)
             loss_val = accelerator.reduce(loss_sum, "mean").item()
@@ -408,6 +416,7 @@ def run(job: Job) -> dict:
         "loss_spikes": st["spikes"],
         "parameters": counts["total"],
         "parameters_non_embedding": counts["non_embedding"],
+        **({"parameters_active": counts["active"]} if "active" in counts else {}),
         "parameters_trainable": trainable,
         "world_size": world,
         "numerics": numerics.numbers(device, p["precision"]),
