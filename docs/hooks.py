@@ -87,8 +87,8 @@ def on_page_markdown(markdown, page, config, files):
 # --- provenance: which commit wrote a result --------------------------------------------------
 
 def provenance(path: str) -> str:
-    """The commit that last changed `path` (a lock file): the run that produced the figures it
-    locks, with the commit's date and subject (which names the machine it ran on)."""
+    """The commit that last changed `path` (a lock file): the runs that produced the figures it
+    locks, with the commit's date and subject (which names the machine they ran on and what ran)."""
     import subprocess
     try:
         line = subprocess.run(["git", "log", "-1", "--format=%h|%ad|%s", "--date=short", "--", path], cwd=ROOT,
@@ -98,8 +98,9 @@ def provenance(path: str) -> str:
     if not line:
         return f"The figures below come from `{path}` as it is in this working tree (no commit records them)."
     commit, date, subject = line.split("|", 2)
-    return f"The figures below were produced by the run committed in `{commit}` ({date}), the last commit that " \
-           f"changed `{path}`: *{_text(subject)}*"
+    return f"The figures below were produced by the runs committed in `{commit}` ({date}), the last commit that " \
+           f"changed `{path}`: *{_text(subject)}* A study whose stages `dvc status {path.replace('.lock', '.yaml')}` " \
+           "lists as changed was not rerun there: its figures are older."
 
 
 # --- included reports: image links and heading levels ---------------------------------------

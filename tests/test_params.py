@@ -173,7 +173,9 @@ def test_training_specs_share_the_fragment_and_keep_their_own_defaults():
         for key, rule in fragment.items():  # every fragment key validates, sub-keys included
             assert set(rule.get("schema", {})) <= set(spec[key].get("schema", {})), (section, key)
     rm = validate_section("reward_model", {"optim": {"beta2": 0.99}, "nan": {"policy": "skip"}})
-    assert rm["optim"] == {"lr": 9.0e-6, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.99, "eps": 1.0e-8, "grad_clip": 1.0}
+    assert rm["optim"] == {"lr": 9.0e-6, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.99, "eps": 1.0e-8, "grad_clip": 1.0,
+                           "name": "adamw", "muon": {"lr": 0.02, "momentum": 0.95, "nesterov": True, "ns_steps": 5,
+                                                     "weight_decay": None}}
     assert rm["nan"] == {"policy": "skip", "max_skipped": 10} and rm["spike"] == {"ratio": 1.5, "beta": 0.9}
     assert validate_section("pretrain", {})["optim"]["lr"] == 0.003  # each stage its own lr
     assert validate_section("rlvr", {})["schedule"]["kind"] == "constant"
