@@ -15,8 +15,7 @@ from lmbuild.train.model import ModelError, build_model, count_params
 from lmbuild.train.moe import active_params, router_losses
 from lmbuild.train.optim import OptimError, make_optimizer
 from lmbuild.params import validate_section
-from test_train import PARAMS, make_project, m, run
-from train_data import make_project_inputs
+from test_train import PARAMS, inputs, make_project, m, run  # noqa: F401 (inputs: the fixture)
 
 MOE = {"num_experts": 4, "experts_per_token": 2, "expert_size": 16, "shared_expert_size": None,
        "router_aux_loss_coef": 0.01, "router_z_loss_coef": 0.001}
@@ -70,12 +69,6 @@ def test_bad_routing_requests_are_one_line():
     with pytest.raises(OptimError, match="shape"):
         make_optimizer(moe_model("olmoe"), optim)
 
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_inputs")
-    make_project_inputs(root, n_docs=300, vocab_size=300, shard_tokens=3000)  # as test_train's
-    return root
 
 
 @pytest.mark.slow

@@ -12,8 +12,7 @@ import torch
 from lmbuild.params import ParamsError, validate_section
 from lmbuild.train.model import build_model
 from lmbuild.train.optim import MuonAdamW, OptimError, make_optimizer, muon_split
-from test_train import PARAMS, TINY_MODEL, make_project, m, run
-from train_data import make_project_inputs
+from test_train import PARAMS, TINY_MODEL, inputs, make_project, m, run  # noqa: F401 (inputs: the fixture)
 
 OPTIM = validate_section("pretrain", {"optim": {"lr": 0.01, "weight_decay": 0.0, "name": "muon"}})["optim"]
 
@@ -86,12 +85,6 @@ def test_bad_optimizer_requests_are_one_line():
     with pytest.raises(OptimError, match="experts has shape"):
         make_optimizer(Stacked(), OPTIM)
 
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_inputs")
-    make_project_inputs(root, n_docs=300, vocab_size=300, shard_tokens=3000)  # as test_train's
-    return root
 
 
 @pytest.mark.slow

@@ -31,13 +31,19 @@ def _embedding_ids(model: torch.nn.Module) -> set[int]:
     return ids
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: torch.nn.Module, weight_decay: float,
+                 named: list[tuple[str, torch.nn.Parameter]] | None = None) -> list[dict]:
+    """AdamW's two groups over `named` (default: every trainable parameter of the model, tied
+    ones once): decay on matrices, none on the input embedding, norms and biases."""
     emb_ids = {id(model.get_input_embeddings().weight)}
-    decay, no_decay, seen = [], [], set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
+    if named is None:
+        named, seen = [], set()
+        for name, p in model.named_parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                named.append((name, p))
+    decay, no_decay = [], []
+    for name, p in named:
         if id(p) in emb_ids or p.ndim < 2 or "norm" in name.lower() or name.endswith(".bias"):
             no_decay.append(p)
         else:
@@ -123,10 +129,6 @@ def make_optimizer(model: torch.nn.Module, o: dict) -> torch.optim.Optimizer:
     wd = o["weight_decay"] if m.get("weight_decay") is None else m["weight_decay"]
     muon = torch.optim.Muon([{"params": hidden, "lr_scale": m["lr"] / o["lr"], "name": "muon"}], lr=m["lr"],
                             weight_decay=wd, momentum=m["momentum"], nesterov=m["nesterov"], ns_steps=m["ns_steps"])
-    # AdamW's half as the adamw optimizer splits it: no decay on embeddings, norms and biases
-    emb = {id(model.get_input_embeddings().weight)}
-    decay = [p for n, p in rest if p.ndim >= 2 and id(p) not in emb and "norm" not in n.lower()]
-    no_decay = [p for n, p in rest if not (p.ndim >= 2 and id(p) not in emb and "norm" not in n.lower())]
-    groups = [g for g in ({"params": decay, "weight_decay": o["weight_decay"], "name": "decay", "lr_scale": 1.0},
-                          {"params": no_decay, "weight_decay": 0.0, "name": "no_decay", "lr_scale": 1.0}) if g["params"]]
+    # AdamW's half split as the adamw optimizer splits it: no decay on embeddings, norms and biases
+    groups = [{**g, "lr_scale": 1.0} for g in param_groups(model, o["weight_decay"], rest) if g["params"]]
     return MuonAdamW(muon, torch.optim.AdamW(groups, **adamw_kw))
