@@ -39,6 +39,21 @@ SEED_KEYS = {"pretrain": "pretrain.seed", "anneal": "anneal.seed", "sft": "sft.s
 PRECISION_KEYS = ("pretrain.precision", "anneal.precision", "sft.precision", "reward_model.precision",
                   "dpo.precision", "rlvr.precision")
 Z95 = 1.959963984540054  # a paired difference beyond noise: outside its 95% interval
+# the params a run's figures depend on besides its seeds and precisions: rows of another recipe
+# (params.yaml changed since) are not pooled with this one's
+RECIPE_SECTIONS = ("common", "tasks", "sft", "dpo", "reward_model", "rlvr")
+
+
+def recipe(params: dict) -> str:
+    """A short digest of the recipe sections with the keys the runs vary (seeds, precision) removed."""
+    import hashlib
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in sorted(node.items()) if k not in ("seed", "precision")}
+        return node
+    text = json.dumps({s: strip(params.get(s)) for s in RECIPE_SECTIONS}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 def cpu_model() -> str:
@@ -197,15 +212,19 @@ def main() -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: one_run(args.work, *job, threads=threads, reuse=args.reuse), plan))
     load = os.getloadavg()
+    import yaml
+    current = recipe(yaml.safe_load((REPO / "params.yaml").read_text()))
     where = {"cpu": cpu_model(), "cores": os.cpu_count(), "jobs": args.jobs, "threads": threads,
-             "load_at_end": round(load[0], 1)}
+             "load_at_end": round(load[0], 1), "recipe": current}
     rows = [{**where, **r} for r in rows]
     out_json = args.out.with_suffix(".json")
     if args.add and out_json.is_file():
         ran = {r["run"] for r in rows}
-        kept = [r for r in json.loads(out_json.read_text()) if r["run"] not in ran]
+        earlier = [r for r in json.loads(out_json.read_text()) if r["run"] not in ran]
+        kept = [r for r in earlier if r.get("recipe") == current]
         rows = sorted(kept + rows, key=lambda r: (r["full_chain"], r["seed"], r["precision"]))
-        print(f"kept {len(kept)} earlier runs from {out_json}", file=sys.stderr)
+        print(f"kept {len(kept)} earlier runs from {out_json}; dropped {len(earlier) - len(kept)} measured on "
+              f"another recipe (params.yaml's {', '.join(RECIPE_SECTIONS)} sections changed since)", file=sys.stderr)
     cpus = sorted({r.get("cpu", "an unrecorded CPU") for r in rows})
     sitting = (f"this sitting: {len(plan)} run(s), {args.jobs} at a time with {threads} thread(s) each, load "
                f"average at the end {load[0]:.1f}, {(time.time() - t0) / 60:.0f} minutes" if plan else
@@ -213,7 +232,8 @@ def main() -> int:
     head = (f"# Demo robustness\n\n{len(rows)} runs on {', '.join(cpus)} ({os.cpu_count()} cores; {sitting}). "
             f"Post-training runs start from the repository's "
             f"models/anneal; full-chain runs from its data/tokens. Held-out items are the same in every run "
-            f"(common.seed); only the training seeds and the precision change.")
+            f"(common.seed); only the training seeds and the precision change. Recipe {current} (a digest of "
+            f"params.yaml's {', '.join(RECIPE_SECTIONS)} sections less seeds and precisions).")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     md = markdown(rows, head)

@@ -36,6 +36,20 @@ def heldout(tp: dict, seed: int) -> list[Example]:
     return out
 
 
+def check_answer_room(tp: dict, tok, examples: list[Example]) -> None:
+    """ParamsError when a reference solution (plus its end-of-turn token) is longer than
+    `tasks.max_new_tokens`: generation would cut such answers off before their Answer line and
+    score them wrong whatever the model knows (worked solutions are several times longer)."""
+    if not examples:
+        return
+    longest = max(examples, key=lambda e: len(tok(e.solution, add_special_tokens=False)["input_ids"]))
+    need = len(tok(longest.solution, add_special_tokens=False)["input_ids"]) + 1
+    if need > tp["max_new_tokens"]:
+        raise ParamsError([f"params.yaml: tasks.max_new_tokens ({tp['max_new_tokens']}) is shorter than the "
+                           f"longest reference solution ({need} tokens with its end token, {longest.family}: "
+                           f"{longest.prompt!r}); raise it to at least {need}"])
+
+
 # The train split is cut into one part per post-training use, in this order (tasks.train_parts
 # gives their shares): sft's demonstrations, dpo's (and the reward model's) preference prompts,
 # rl's prompts. Disjoint parts mean dpo and rl never train on a problem sft has seen.

@@ -17,7 +17,7 @@ from ..lm.generation import (GREEDY_FIELDS, SAMPLED_FIELDS, by_level, paired_gai
                              task_prompts, task_sampled)
 from ..lm.model import choose_attention
 from ..lm.start_model import start_tokenizer
-from ..lm.task_setup import heldout
+from ..lm.task_setup import check_answer_room, heldout
 from ..params import ParamsError
 
 
@@ -50,6 +50,7 @@ class HeldoutAccuracy:
     def __init__(self, p: dict, tp: dict, start: RLStart, eval_seed: int):
         self.p, self.tp, self.s, self.seed = p, tp, start, eval_seed
         self.tests = heldout(tp, eval_seed)
+        check_answer_room(tp, start.tok, self.tests)
         self.prompts = task_prompts(start.tok, self.tests)
         self.start_items: dict[str, list] = {"greedy": [], "sampled": []}
         self.end_items: dict[str, list] = {"greedy": [], "sampled": []}  # the latest evaluation

@@ -17,7 +17,7 @@ from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_pro
 from ..lm.model import choose_attention
 from ..lm.precision import precision_context
 from ..lm.start_model import start_model, start_tokenizer, weights_id
-from ..lm.task_setup import difficulties, heldout, train_part
+from ..lm.task_setup import check_answer_room, difficulties, heldout, train_part
 from ..params import training_seed
 from ..shards import atomic_dir
 from ..train.data import EpochOrder, rank_samples
@@ -101,6 +101,7 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
     # any causal-LM directory (sft.init_model): its tokenizer gets lmbuild's chat template if it lacks one
     tok, start_info = start_tokenizer(init_model, "sft.init_model")
     eos_ids, pad_id = chat_ids(tok)
+    check_answer_room(tp, tok, heldout(tp, eval_seed))  # before any work
     data = build(p["sources"], tp, tok, L, seed, root, heldout_seed=eval_seed)
     if not data.train:
         raise ValueError("sft: no training examples; check sft.sources")

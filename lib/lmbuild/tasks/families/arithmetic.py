@@ -3,7 +3,8 @@
 Two operands of up to `digits` digits each and one operator from `ops`. With `spaced` (the
 default) every digit is written apart so that a cl100k-style tokenizer, which groups up to 3
 digits into one token, sees one token per digit. Without `negative`, subtraction keeps the first
-operand >= the second.
+operand >= the second. With `worked`, the solution adds column by column
+(lmbuild.tasks.families.worked: `5+8=13 -> 3`, ...) instead of stating the result; + and - only.
 
 Levels: level k holds the problems whose larger operand has exactly k digits (level 1: both in
 0..9), for k from `min_digits` to `digits`; so `min_digits: 2, digits: 3` mixes two- and
@@ -17,7 +18,9 @@ import random
 
 from ..difficulty import BoolParam, IntParam, SubsetParam
 from ..example import Problem
+from ..errors import fail
 from .base import Family, Level, blocks, length_range, spaced, triangle
+from .worked import column_solution
 
 
 def _floor(k: int, d: dict) -> int:
@@ -36,10 +39,14 @@ class Arithmetic(Family):
         "ops": SubsetParam(("+", "-"), ("+", "-", "*"), "operators to draw from"),
         "spaced": BoolParam(True, "write digits apart ('3 4'), one token each"),
         "negative": BoolParam(False, "allow subtraction results below zero"),
+        "worked": BoolParam(False, "solutions work column by column (+ and - only)"),
     }
 
     def check(self, d: dict) -> None:
         length_range(self.name, d, "min_digits", "digits")
+        if d["worked"] and "*" in d["ops"]:
+            raise fail(f"{self.name}.worked", "has column solutions for + and - only: drop * from ops "
+                       "or set worked: false", d["ops"])
 
     def _block_size(self, op: str, k: int, d: dict) -> int:
         hi, lo = 10 ** k, _floor(k, d)
@@ -77,5 +84,7 @@ class Arithmetic(Family):
         result = a + b if op == "+" else a - b if op == "-" else a * b
         fmt = spaced if d["spaced"] else (lambda s: s)
         fa, fb, fr = fmt(str(a)), fmt(str(b)), fmt(str(result))
-        return Problem(prompt=f"Compute: {fa} {op} {fb}", answer=fr,
-                       solution=f"{fa} {op} {fb} = {fr}\nAnswer: {fr}")
+        # the prompt spells the digits out when spaced: no need to restate them
+        solution = (column_solution(a, op, b, head=not d["spaced"]) if d["worked"]
+                    else f"{fa} {op} {fb} = {fr}\nAnswer: {fr}")
+        return Problem(prompt=f"Compute: {fa} {op} {fb}", answer=fr, solution=solution)

@@ -5,6 +5,17 @@
 
 Letters come from the first `alphabet` letters of a..z; strings have `length` letters. Levels are
 string lengths, from `min_length` (null: `length`, one level) to `length`.
+
+With `worked`, reverse numbers the letters, then reads them back from the highest number:
+
+    Reverse: q w e r   ->   1 q 2 w 3 e 4 r
+                            4 r 3 e 2 w 1 q
+                            Answer: r e w q
+
+Each step is then a lookup by content (the letter after "3" in the line above) or a copy in
+order, which attention does by matching tokens, instead of a jump to the mirrored position,
+which a small model must learn for every length (the scratchpad idea of Nye et al. 2021,
+arXiv:2112.00114).
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from __future__ import annotations
 import random
 import string
 
-from ..difficulty import IntParam
+from ..difficulty import BoolParam, IntParam
 from ..example import Problem
 from .base import Family, Level, blocks, length_range, mixed_radix
 
@@ -49,6 +60,7 @@ class Reverse(_LengthLevels):
         "length": IntParam(4, 2, 64, "how many letters (the longest level)"),
         "min_length": IntParam(None, 2, 64, "the shortest strings (the easiest level)", null_means="same as length"),
         "alphabet": IntParam(26, 2, 26, "letters are drawn from the first `alphabet` of a..z"),
+        "worked": BoolParam(False, "number the letters, then read them back from the last"),
     }
 
     def _per_length(self, d: dict, n: int) -> int:
@@ -62,7 +74,11 @@ class Reverse(_LengthLevels):
         n, r = self._locate(d, index)
         letters = _letters(r, d["alphabet"], n)
         answer = " ".join(reversed(letters))
-        return Problem(prompt=f"Reverse: {' '.join(letters)}", answer=answer, solution=f"Answer: {answer}")
+        solution = f"Answer: {answer}"
+        if d["worked"]:
+            numbered = [f"{i} {c}" for i, c in enumerate(letters, 1)]
+            solution = f"{' '.join(numbered)}\n{' '.join(reversed(numbered))}\n{solution}"
+        return Problem(prompt=f"Reverse: {' '.join(letters)}", answer=answer, solution=solution)
 
 
 class Count(_LengthLevels):

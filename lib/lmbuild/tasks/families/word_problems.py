@@ -5,16 +5,19 @@ The problem is the arithmetic (op, x, y) with operands in 1..`max_value` (subtra
 below zero, division is exact); its split is decided by that arithmetic alone, so renaming the
 person or the object never moves a problem between train and test. The wording is one of the
 first `templates` templates of the operator, with a name and an object picked by the seed.
-Levels are the operators (`add`, `sub`, `mul`, `div`), drawn in equal shares.
+Levels are the operators (`add`, `sub`, `mul`, `div`), drawn in equal shares. With `worked`, a +
+or - story's solution restates the numbers digit by digit and adds column by column
+(lmbuild.tasks.families.worked); * and / keep the one-line solution.
 """
 
 from __future__ import annotations
 
 import random
 
-from ..difficulty import IntParam, SubsetParam
+from ..difficulty import BoolParam, IntParam, SubsetParam
 from ..example import Problem
-from .base import Family, Level, blocks, triangle
+from .base import Family, Level, blocks, spaced, triangle
+from .worked import column_solution
 
 # Short, common words: the demo tokenizer (4096 byte-level BPE) keeps them to 1-2 tokens each.
 NAMES = ("Tom", "Ann", "Sam", "Ben", "Max", "Kim", "Tim", "Amy")
@@ -64,6 +67,7 @@ class WordProblems(Family):
         "max_value": IntParam(10, 2, 10 ** 6, "operands (and quotients) are drawn from 1..max_value"),
         "ops": SubsetParam(("+", "-"), ("+", "-", "*", "/"), "operators to draw from"),
         "templates": IntParam(1, 1, 3, "how many wordings per operator"),
+        "worked": BoolParam(False, "+ and - solutions work column by column"),
     }
 
     def _blocks(self, d: dict) -> list[tuple[str, int]]:
@@ -98,4 +102,6 @@ class WordProblems(Family):
         op, x, y, result = self._decode(d, index)
         template = TEMPLATES[op][rng.randrange(d["templates"])]
         prompt = template(rng.choice(NAMES), x, y, rng.choice(ITEMS))
+        if d["worked"] and op in "+-":
+            return Problem(prompt=prompt, answer=spaced(str(result)), solution=column_solution(x, op, y))
         return Problem(prompt=prompt, answer=str(result), solution=f"{x} {op} {y} = {result}\nAnswer: {result}")
