@@ -168,6 +168,34 @@ def test_judge_stage_writes_win_rates(rm_chain):
     assert 0 <= met["dpo.lc_win_rate"] <= 1
 
 
+@pytest.mark.slow
+def test_judge_scores_every_stage_against_alpaca_eval_references(rm_chain, tmp_path):
+    import shutil
+    root = tmp_path / "proj"
+    shutil.copytree(rm_chain.root, root, symlinks=True)
+    refs = [{"instruction": "Sort: 3 1 2", "output": "Answer: 1 2 3", "generator": "by hand", "dataset": "demo"},
+            {"instruction": "Count a in: a b a", "output": "Answer: 2", "generator": "by hand", "dataset": "demo"},
+            {"instruction": "Sort: 9 4", "output": "Answer: 4 9", "generator": "by hand", "dataset": "demo"}]
+    (root / "refs.json").write_text(json.dumps(refs))
+    make_project(root, chain_params(judge={**JUDGE, "references": [{"name": "mine", "path": "refs.json"}]}))
+    run(root, "judge")
+    met = json.loads((root / "metrics/judge.json").read_text())
+    for s in ("sft", "dpo"):  # the baseline too is judged against the references
+        assert met[f"{s}.references.mine.prompts"] == 3
+        assert 0 <= met[f"{s}.references.mine.win_rate"] <= 1 and met[f"{s}.references.mine.win_rate_stderr"] >= 0
+        assert 0 <= met[f"{s}.references.mine.lc_win_rate"] <= 1
+    assert "dpo.references.mine.vs_baseline.win_rate" in met and "sft.references.mine.vs_baseline.win_rate" not in met
+    assert met["dpo.win_rate"] == pytest.approx(json.loads((rm_chain.root / "metrics/judge.json").read_text())["dpo.win_rate"])
+    items = [json.loads(x) for x in (root / "data/judge/judgements.jsonl").read_text().splitlines()]
+    against = [r for r in items if r.get("against") == "reference"]
+    assert len(against) == 6 and {r["baseline"] for r in against} == {r["output"] for r in refs}
+    # a malformed reference file stops the stage before any generation, in one line
+    (root / "refs.json").write_text(json.dumps([{"instruction": "Sort: 1 2"}]))
+    p = run(root, "judge", check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "judge.references.mine" in p.stderr and "record 0" in p.stderr and "output" in p.stderr
+
+
 def easy_pairs(tok, n: int, seed: int) -> list[dict]:
     """Sort problems: chosen = the correct solution, rejected = random letters of about its length;
     every 5th pair held out."""

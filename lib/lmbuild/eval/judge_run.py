@@ -5,6 +5,11 @@ Held-out prompts: the tasks' held-out problems (lmbuild.lm.task_setup.heldout, c
 the prompts of the held-out conversations of sft's chat files (their `val_fraction`, the same
 hash sft holds them out by: lmbuild.lm.chat_data.in_heldout); a conversation's prompt is
 everything before its last assistant turn. One greedy answer per prompt per model.
+
+Reference sets (`judge.references`, AlpacaEval-format files: lmbuild.eval.reference_sets): every
+stage, the baseline included, answers each instruction and is judged against the reference
+output (`<stage>.references.<set>.win_rate`, raw and length-controlled), and every other stage
+against the baseline's answers to the same instructions (`<stage>.references.<set>.vs_baseline.*`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..lm.task_setup import heldout
 from ..params import ParamsError
 from ..shards import atomic_write_text
 from .judge import CausalLMJudge, RewardModelJudge, lc_win_rate, win_rate
+from .reference_sets import read_reference_set
 
 
 def heldout_prompts(params: dict, root: Path) -> list[dict]:
@@ -64,25 +70,47 @@ def make_judge(jp: dict, root: Path):
     return CausalLMJudge(path, batch_size=jp["batch_size"])
 
 
+def judged(judge, msgs: list, model_answers: list[str], base_answers: list[str]) -> tuple[dict, list[float]]:
+    """Win rates (raw and length-controlled) of `model_answers` over `base_answers`, and the preferences."""
+    prefs = judge.preferences(msgs, model_answers, base_answers)
+    lm, lb = [len(a) for a in model_answers], [len(b) for b in base_answers]
+    return {**win_rate(prefs), **lc_win_rate(prefs, lm, lb), "mean_length": sum(lm) / len(lm),
+            "baseline_mean_length": sum(lb) / len(lb), "prompts": len(prefs)}, prefs
+
+
 def run(params: dict, *, root: Path = Path("."), out_items: Path) -> dict:
     jp = params["judge"]
     stages = [s for s in jp["stages"] if s != jp["baseline"]]
+    everyone = [jp["baseline"], *stages]
     prompts = heldout_prompts(params, root)
     if not prompts:
         raise ParamsError(["params.yaml: judge: no held-out prompts (tasks.test_examples is 0 and no chat file)"])
-    judge = make_judge(jp, root)  # a wrong judge stops the stage before any generation
+    refs = {r["name"]: read_reference_set(root / r["path"], f"judge.references.{r['name']}")
+            for r in jp["references"]}
+    judge = make_judge(jp, root)  # a wrong judge or reference file stops the stage before any generation
     max_new = jp["max_new_tokens"] or params["tasks"]["max_new_tokens"]
-    got = {s: answers(root / "models" / s, prompts, max_new, jp["batch_size"]) for s in [jp["baseline"], *stages]}
+    got = {s: answers(root / "models" / s, prompts, max_new, jp["batch_size"]) for s in everyone}
     base = got[jp["baseline"]]
     metrics: dict = {jp["baseline"]: {"mean_length": sum(map(len, base)) / len(base)}}
     items = []
     msgs = [p["messages"] for p in prompts]
     for s in stages:
-        prefs = judge.preferences(msgs, got[s], base)
-        lm, lb = [len(a) for a in got[s]], [len(b) for b in base]
-        metrics[s] = {**win_rate(prefs), **lc_win_rate(prefs, lm, lb), "mean_length": sum(lm) / len(lm),
-                      "baseline_mean_length": sum(lb) / len(lb), "prompts": len(prefs)}
+        metrics[s], prefs = judged(judge, msgs, got[s], base)
         items += [{"stage": s, "id": p["id"], "source": p["source"], "preference": q, "answer": a, "baseline": b}
                   for p, q, a, b in zip(prompts, prefs, got[s], base)]
+    for name, recs in refs.items():
+        msgs = [[{"role": "user", "content": r["instruction"]}] for r in recs]
+        said = {s: answers(root / "models" / s, [{"messages": m} for m in msgs], max_new, jp["batch_size"])
+                for s in everyone}
+        reference = [r["output"] for r in recs]
+        for s in everyone:
+            row = metrics.setdefault(s, {}).setdefault("references", {})
+            row[name], prefs = judged(judge, msgs, said[s], reference)
+            items += [{"stage": s, "id": r["id"], "source": name, "against": "reference", "preference": q,
+                       "answer": a, "baseline": r["output"]} for r, q, a in zip(recs, prefs, said[s])]
+            if s != jp["baseline"]:
+                row[name]["vs_baseline"], prefs = judged(judge, msgs, said[s], said[jp["baseline"]])
+                items += [{"stage": s, "id": r["id"], "source": name, "against": jp["baseline"], "preference": q,
+                           "answer": a, "baseline": b} for r, q, a, b in zip(recs, prefs, said[s], said[jp["baseline"]])]
     atomic_write_text(out_items, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in items))
     return metrics
