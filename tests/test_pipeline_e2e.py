@@ -268,7 +268,8 @@ SMALL_TRAINING = {
                            "max_length": 128}},
     "anneal": {"max_tokens": 1024, "seq_len": 64, "batch_size": 8, "micro_batch_size": 8, "log_every": 2,
                "eval": {"every_steps": 2, "blocks_per_domain": 1}, "checkpoint": {"every_steps": 2}},
-    "tasks": {"families": ["sort", "count"], "test_examples": 8, "max_new_tokens": 12},
+    # 18: a 6-number sort's answer with its end token (sft stops when the longest does not fit)
+    "tasks": {"families": ["sort", "count"], "test_examples": 8, "max_new_tokens": 18},
     "sft": {"sources": [{"name": "tasks", "type": "tasks", "count": 100}], "seq_len": 64, "batch_size": 8,
             "micro_batch_size": 8, "epochs": 2, "optim": {"lr": 0.01}, "eval": {"every_steps": 10, "batch_size": 8},
             "checkpoint": {"every_steps": 10}},
