@@ -4,9 +4,10 @@ families teach when `worked` is on.
 Why: a held-out problem's answer is a fact the model never saw ("4 7 + 3 8"), and a ~1M-parameter
 model cannot recall what it never saw; without working it scores near zero on held-out sums even
 with one-digit operands. Written column by column from the ones digit, every held-out problem is
-made of steps that all occur in training problems: one-digit additions or subtractions with a
-carry or borrow (a hundred facts, each in thousands of training problems), reading the next
-column's digits, and copying the partial result from the line above. Scratchpads of this kind are
+made of steps that occur in training problems: one-digit additions or subtractions with a carry
+or borrow (fewer than 400 distinct steps, nearly all of them in many training problems; a test
+checks the coverage), reading the next column's digits, and copying the partial result from the
+line above. Scratchpads of this kind are
 what lets small transformers learn multi-digit addition (Nye et al. 2021, arXiv:2112.00114; Lee et
 al. 2023, "Teaching Arithmetic to Small Transformers", arXiv:2307.03381).
 
@@ -24,8 +25,8 @@ with their digits spaced (`head`, for prompts that do not already spell them out
 
 Subtraction borrows ten when the digit is too small (`12-7=5`, and `-1` on the next line); a
 result below zero subtracts the other way round and puts the sign in front. Leading zeros of a
-difference are dropped from the answer only. A 3-digit sum's solution is about 40 tokens of the
-demo tokenizer (a space before a digit is a token of its own).
+difference are dropped from the answer only. A 3-digit sum's solution takes up to about 50
+tokens of the demo tokenizer (a space before a digit is a token of its own).
 """
 
 from __future__ import annotations
