@@ -30,7 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
+import yaml  # noqa: E402
+
 from lmbuild import stats  # noqa: E402
+from lmbuild.tasks.example import digest  # noqa: E402
 from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
 
 POST = ("sft", "dpo_pairs", "reward_model", "dpo", "rlvr")
@@ -46,14 +49,11 @@ RECIPE_SECTIONS = ("common", "tasks", "sft", "dpo", "reward_model", "rlvr")
 
 def recipe(params: dict) -> str:
     """A short digest of the recipe sections with the keys the runs vary (seeds, precision) removed."""
-    import hashlib
-
     def strip(node):
         if isinstance(node, dict):
             return {k: strip(v) for k, v in sorted(node.items()) if k not in ("seed", "precision")}
         return node
-    text = json.dumps({s: strip(params.get(s)) for s in RECIPE_SECTIONS}, sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+    return digest(json.dumps({s: strip(params.get(s)) for s in RECIPE_SECTIONS}, sort_keys=True), size=6).hex()
 
 
 def cpu_model() -> str:
@@ -66,7 +66,6 @@ def cpu_model() -> str:
 
 def finished(root: Path, stages: tuple[str, ...], overrides: dict) -> bool:
     """A workspace whose every stage wrote its metrics, with the same overrides (--reuse)."""
-    import yaml
     if not all((root / "metrics" / f"{s}.json").is_file() for s in stages):
         return False
     p = yaml.safe_load((root / "params.yaml").read_text())
@@ -212,7 +211,6 @@ def main() -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: one_run(args.work, *job, threads=threads, reuse=args.reuse), plan))
     load = os.getloadavg()
-    import yaml
     current = recipe(yaml.safe_load((REPO / "params.yaml").read_text()))
     where = {"cpu": cpu_model(), "cores": os.cpu_count(), "jobs": args.jobs, "threads": threads,
              "load_at_end": round(load[0], 1), "recipe": current}

@@ -89,7 +89,11 @@ def run(params: dict, *, root: Path = Path("."), out_items: Path) -> dict:
             for r in jp["references"]}
     judge = make_judge(jp, root)  # a wrong judge or reference file stops the stage before any generation
     max_new = jp["max_new_tokens"] or params["tasks"]["max_new_tokens"]
-    got = {s: answers(root / "models" / s, prompts, max_new, jp["batch_size"]) for s in everyone}
+    ref_msgs = {name: [[{"role": "user", "content": r["instruction"]}] for r in recs] for name, recs in refs.items()}
+    # one model load per stage: the held-out prompts and every reference set's instructions together
+    asked = prompts + [{"messages": m} for msgs in ref_msgs.values() for m in msgs]
+    said_all = {s: answers(root / "models" / s, asked, max_new, jp["batch_size"]) for s in everyone}
+    got = {s: a[:len(prompts)] for s, a in said_all.items()}
     base = got[jp["baseline"]]
     metrics: dict = {jp["baseline"]: {"mean_length": sum(map(len, base)) / len(base)}}
     items = []
@@ -98,10 +102,11 @@ def run(params: dict, *, root: Path = Path("."), out_items: Path) -> dict:
         metrics[s], prefs = judged(judge, msgs, got[s], base)
         items += [{"stage": s, "id": p["id"], "source": p["source"], "preference": q, "answer": a, "baseline": b}
                   for p, q, a, b in zip(prompts, prefs, got[s], base)]
+    start = len(prompts)
     for name, recs in refs.items():
-        msgs = [[{"role": "user", "content": r["instruction"]}] for r in recs]
-        said = {s: answers(root / "models" / s, [{"messages": m} for m in msgs], max_new, jp["batch_size"])
-                for s in everyone}
+        msgs = ref_msgs[name]
+        said = {s: a[start:start + len(recs)] for s, a in said_all.items()}
+        start += len(recs)
         reference = [r["output"] for r in recs]
         for s in everyone:
             row = metrics.setdefault(s, {}).setdefault("references", {})

@@ -42,8 +42,9 @@ def check_answer_room(tp: dict, tok, examples: list[Example]) -> None:
     score them wrong whatever the model knows (worked solutions are several times longer)."""
     if not examples:
         return
-    longest = max(examples, key=lambda e: len(tok(e.solution, add_special_tokens=False)["input_ids"]))
-    need = len(tok(longest.solution, add_special_tokens=False)["input_ids"]) + 1
+    lengths = [len(tok(e.solution, add_special_tokens=False)["input_ids"]) for e in examples]
+    i = max(range(len(examples)), key=lengths.__getitem__)
+    longest, need = examples[i], lengths[i] + 1
     if need > tp["max_new_tokens"]:
         raise ParamsError([f"params.yaml: tasks.max_new_tokens ({tp['max_new_tokens']}) is shorter than the "
                            f"longest reference solution ({need} tokens with its end token, {longest.family}: "

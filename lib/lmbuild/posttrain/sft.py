@@ -101,7 +101,8 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
     # any causal-LM directory (sft.init_model): its tokenizer gets lmbuild's chat template if it lacks one
     tok, start_info = start_tokenizer(init_model, "sft.init_model")
     eos_ids, pad_id = chat_ids(tok)
-    check_answer_room(tp, tok, heldout(tp, eval_seed))  # before any work
+    tests = heldout(tp, eval_seed)
+    check_answer_room(tp, tok, tests)  # before any work
     data = build(p["sources"], tp, tok, L, seed, root, heldout_seed=eval_seed)
     if not data.train:
         raise ValueError("sft: no training examples; check sft.sources")
@@ -127,7 +128,6 @@ def run(params: dict, *, init_model: Path, out_model: Path, data_out: Path, ckpt
     if L > model.config.max_position_embeddings:
         raise ValueError(f"params.yaml: sft.seq_len ({L}) exceeds the model's max length "
                          f"({model.config.max_position_embeddings})")
-    tests = heldout(tp, eval_seed)
     prompts = task_prompts(tok, tests)
     gen_batch = 4 * p["eval"]["batch_size"]
 

@@ -31,6 +31,8 @@ tokens of the demo tokenizer (a space before a digit is a token of its own).
 
 from __future__ import annotations
 
+from .base import spaced
+
 
 def _digits(n: int) -> list[int]:
     """Least significant first."""
@@ -78,7 +80,7 @@ def _sub_lines(a: int, b: int) -> tuple[list[str], str]:
 def column_solution(a: int, op: str, b: int, head: bool = True) -> str:
     """The worked solution of `a op b` (op + or -, a and b >= 0), ending `Answer: <result>`
     with the result's digits spaced; `head`: first restate the operands digit by digit."""
-    first = f"{_sp(_digits(a))} {op} {_sp(_digits(b))}"
+    first = f"{spaced(str(a))} {op} {spaced(str(b))}"
     if op == "+":
         lines, result = _add_lines(a, b)
     elif op == "-":
@@ -86,7 +88,7 @@ def column_solution(a: int, op: str, b: int, head: bool = True) -> str:
             lines, result = _sub_lines(a, b)
         else:  # below zero: the other way round, then the sign
             lines, result = _sub_lines(b, a)
-            first = f"{first} = -({_sp(_digits(b))} - {_sp(_digits(a))})"
+            first = f"{first} = -({spaced(str(b))} - {spaced(str(a))})"
             head = True  # the swap must be said
             result = "-" + result  # as base.spaced writes it: "-2 4"
     else:
