@@ -36,6 +36,7 @@ from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_robustness import cpu_model  # noqa: E402
+from seed_stats import paired_by_seed  # noqa: E402
 
 LR_KEY = {"adamw": "pretrain.optim.lr", "muon": "pretrain.optim.muon.lr"}
 
@@ -79,16 +80,12 @@ def summarise(rows: list[dict], grids: dict[str, list[float]]) -> list[str]:
         if len(best) == 2:
             by_seed = {opt: {r["seed"]: r["val_loss"] for r in rows
                              if (r["optimizer"], r["lr"], r["precision"]) == (opt, best[opt], prec)} for opt in best}
-            seeds = sorted(set(by_seed["muon"]) & set(by_seed["adamw"]))
-            diffs = [by_seed["muon"][s] - by_seed["adamw"][s] for s in seeds]
-            if len(diffs) >= 2:
-                from scipy.stats import t
-                d = stats.summarize(diffs)
-                q = float(t.ppf(0.975, d["n"] - 1))  # few seeds: Student's t, not the normal 1.96
-                verdict = ("Muon lower beyond noise" if d["mean"] + q * d["se"] < 0 else
-                           "AdamW lower beyond noise" if d["mean"] - q * d["se"] > 0 else "within noise")
+            d = paired_by_seed(by_seed["adamw"], by_seed["muon"])
+            if d is not None:
+                verdict = ("within noise" if not d["beyond"] else
+                           "Muon lower beyond noise" if d["mean"] < 0 else "AdamW lower beyond noise")
                 out.append(f"- Muon - AdamW at their best rates, paired by seed: {d['mean']:+.4f} +- {d['se']:.4f} "
-                           f"(n {d['n']}; 95% t interval +- {q * d['se']:.4f}: {verdict})")
+                           f"(n {d['n']}; 95% t interval +- {d['half']:.4f}: {verdict})")
         out.append("")
     return out
 

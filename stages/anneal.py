@@ -7,7 +7,7 @@ Writes: models/anneal/ (HF model + tokenizer + generation_config), checkpoints/a
         (loss, val loss per domain, lr, grad norm, tokens/s, MFU per step, with tokens seen),
         metrics/anneal.json
 Params: common (seed), anneal (max_tokens, seq_len, batch sizes, precision, compile,
-        optim, schedule, eval, checkpoint, nan, spike)
+        optim, schedule, eval, checkpoint, nan, spike, fim)
 Run:    dvc repro anneal   (or python -m stages.anneal; several processes:
         accelerate launch --num_processes N -m stages.anneal)
 """

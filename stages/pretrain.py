@@ -6,7 +6,7 @@ Writes: models/pretrain/ (HF model + tokenizer + generation_config), checkpoints
         (loss, val loss per domain, lr, grad norm, tokens/s, MFU per step, with tokens seen),
         metrics/pretrain.json
 Params: common (seed), pretrain (model, max_tokens, seq_len, batch sizes, precision, compile,
-        optim, schedule, eval, checkpoint, nan, spike)
+        optim, schedule, eval, checkpoint, nan, spike, fim)
 Run:    dvc repro pretrain   (or python -m stages.pretrain; several processes:
         accelerate launch --num_processes N -m stages.pretrain)
 """

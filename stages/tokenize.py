@@ -7,7 +7,7 @@ Writes: models/tokenizer/ (tokenizer.json, tokenizer_config.json with the ChatML
         meta.json), metrics/tokenize.json (tokens per split and domain, bytes per token,
         vocabulary use)
 Params: common (seed, workers, executor), tokenize (vocab_size, path, sample_docs, sample_bytes,
-        pattern, min_frequency, shard_mb, batch_rows, verify_docs)
+        pattern, min_frequency, shard_mb, batch_rows, verify_docs, fim_tokens)
 Run:    dvc repro tokenize   (or python -m stages.tokenize)
 """
 

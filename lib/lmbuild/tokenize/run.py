@@ -20,6 +20,7 @@ from ..params import ParamsError
 from ..shards import atomic_dir, list_shards, read_batches
 from .chat_template import EOT, PAD
 from .fast_encoder import build_encoding, check_identity, encode_texts, flatten_with_eot, hf_ordinary
+from .sentinels import add_fim_tokens
 from .token_shards import PART_SCHEMA, TokenShardWriter, token_dtype
 from .train_bpe import adopt, sample_texts, save_hf_dir, split_pattern, train
 
@@ -52,13 +53,16 @@ def build_tokenizer(cfg: dict, seed: int, mix_dir: Path, out_dir: Path) -> dict:
     """Write models/tokenizer; return facts about the sample for the metrics."""
     with atomic_dir(out_dir) as tmp:
         if cfg["path"]:
-            adopt(Path(cfg["path"]), tmp)
+            adopt(Path(cfg["path"]), tmp, cfg["fim_tokens"])
             return {"trained": 0}
         texts = sample_texts(mix_dir, cfg["sample_docs"], cfg["sample_bytes"], seed, cfg["batch_rows"])
         if not texts:
             raise TokenizeError(f"{mix_dir}/pretrain: no documents to train the tokenizer on; run "
                                 f"`dvc repro mix` first or set tokenize.path")
-        save_hf_dir(train(texts, cfg["vocab_size"], cfg["min_frequency"], cfg["pattern"]), tmp)
+        tok = train(texts, cfg["vocab_size"], cfg["min_frequency"], cfg["pattern"])
+        if cfg["fim_tokens"]:
+            add_fim_tokens(tok)  # after the merges: every other id stays what it was
+        save_hf_dir(tok, tmp)
     return {"trained": 1, "sample_documents": len(texts), "sample_bytes": sum(len(t.encode()) for t in texts)}
 
 

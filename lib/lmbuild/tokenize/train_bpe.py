@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from ..shards import list_shards, read_batches
 from .chat_template import CHAT_TEMPLATE, EOT, IM_END, IM_START, PAD, SPECIAL_TOKENS
+from .sentinels import FIM_TOKENS, add_fim_tokens
 
 # GPT-4 (cl100k_base) split pattern: case-insensitive contractions, letters with one leading
 # non-letter, digits in groups of at most 3 (numbers tokenise consistently), punctuation runs,
@@ -106,11 +107,13 @@ def _dump(path: Path, obj: dict) -> None:
 
 
 def save_hf_dir(tok, out_dir: Path) -> None:
-    """tokenizer.json, tokenizer_config.json and special_tokens_map.json for AutoTokenizer."""
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json for AutoTokenizer (the
+    fill-in-the-middle sentinels listed among the special tokens when the tokenizer has them)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(str(out_dir / "tokenizer.json"), pretty=True)
+    special = SPECIAL_TOKENS + [t for t in FIM_TOKENS if tok.token_to_id(t) is not None]
     added = {str(tok.token_to_id(t)): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                                       "single_word": False, "special": True} for t in SPECIAL_TOKENS}
+                                       "single_word": False, "special": True} for t in special}
     _dump(out_dir / "tokenizer_config.json", {
         "tokenizer_class": "PreTrainedTokenizerFast", "added_tokens_decoder": added,
         "bos_token": EOT, "eos_token": EOT, "pad_token": PAD, "unk_token": None,
@@ -121,8 +124,9 @@ def save_hf_dir(tok, out_dir: Path) -> None:
         "bos_token": EOT, "eos_token": EOT, "pad_token": PAD, "additional_special_tokens": [IM_START, IM_END]})
 
 
-def adopt(src: Path, out_dir: Path) -> None:
-    """Use an existing tokenizer directory: copy it, add the chat tokens and template if missing."""
+def adopt(src: Path, out_dir: Path, fim_tokens: bool = False) -> None:
+    """Use an existing tokenizer directory: copy it, add the chat tokens and template if missing
+    (and the fill-in-the-middle sentinels, with `fim_tokens`)."""
     src = Path(src)
     if not (src / "tokenizer.json").exists():
         raise TokenizerError(f"params.yaml: tokenize.path: {src} has no tokenizer.json (a Hugging Face fast "
@@ -132,6 +136,8 @@ def adopt(src: Path, out_dir: Path) -> None:
     missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
     if missing:
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+    if fim_tokens:
+        missing += add_fim_tokens(tok)
     if not missing and all((src / f).exists() for f in ("tokenizer_config.json", "special_tokens_map.json")):
         cfg = json.loads((src / "tokenizer_config.json").read_text())
         if cfg.get("chat_template") == CHAT_TEMPLATE and cfg.get("eos_token") == EOT:

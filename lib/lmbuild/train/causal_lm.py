@@ -12,9 +12,13 @@ import sys
 
 from ..params import training_seed
 from .checkpoint import CheckpointError
+from .fim import FimTransform
 from .data import BlockOrder, DataError, TokenStream, rank_samples, unigram_loss, val_blocks
 from .mixture_job import MixtureJob, check as check_mixture, open_pools
+from ..eval.infill import infill_eval
 from ..lm.model import choose_attention, load_model
+from ..lm.precision import precision_context
+from ..tokenize.sentinels import fim_ids
 from .model import ModelError, build_model
 from .trainer import Job, Shard, Stopped, TrainError, metric_key
 from .trainer import run as run_job
@@ -63,6 +67,13 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
     order = BlockOrder(train.total, L, seed)
     val = val_blocks(tokens_dir / "val", L, p["eval"]["blocks_per_domain"])
 
+    fim_cfg = p["fim"]
+    fim = FimTransform(fim_cfg, tok, eot, pad, seed, stage) if fim_cfg["rate"] > 0 else None
+    if fim is not None and (p.get("mixture") or {}).get("kind") == "doremi":
+        raise TrainError(f"params.yaml: {stage}.fim.rate: fill-in-the-middle cannot be combined with "
+                         f"{stage}.mixture.kind: doremi (its loss ignores the labels that mask FIM's padding); "
+                         f"set one of them off")
+
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     attn = choose_attention(p.get("attn_implementation", "auto"), device)
     if init_model is None:
@@ -105,7 +116,11 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
         if mix_cfg.get("reference_model"):
             inputs[mix_cfg["reference_model"]] = Path(mix_cfg["reference_model"]) / "model.safetensors"
         samples_per_epoch = sum(pools.n_blocks.values())
-    job = Job(stage=stage, params=p, seed=seed, model=model, batches=mixture.batches if mixture else batches,
+    read = mixture.batches if mixture else batches
+    if fim is not None:
+        def read_fim(step, rank, world, micro):
+            return [fim.batch(b["input_ids"], step) for b in read(step, rank, world, micro)]
+    job = Job(stage=stage, params=p, seed=seed, model=model, batches=read_fim if fim is not None else read,
               total_steps=total_steps, samples_per_epoch=samples_per_epoch,
               seq_len=L, evaluate=lambda m, dev, ac, shard: evaluate(m, val, dev, p["eval"]["batch_size"], ac, shard),
               fingerprint_inputs=inputs, tokenizer_dir=tokenizer_dir, out_model=out_model, ckpt_dir=ckpt_dir,
@@ -123,6 +138,12 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
            "unigram_val_loss": unigram_loss(train, val, vocab), **m}
     if mixture is not None:
         out["mixture"] = mixture.metrics()
+    if fim is not None:
+        out["fim"] = fim.metrics()
+    if fim_ids(tok) is not None and fim_cfg["eval"]["tasks"] > 0:
+        # the exported model, scored under the precision it trained in
+        out["infill"] = infill_eval(load_model(out_model, attn).to(device), tok, tokens_dir / "val", fim_cfg["eval"],
+                                    seed, device, lambda: precision_context(p["precision"], device), L)
     return out
 
 
