@@ -28,12 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from lmbuild import stats  # noqa: E402
 from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_robustness import cpu_model  # noqa: E402
-from seed_stats import paired_by_seed  # noqa: E402
+from seed_stats import arms_table  # noqa: E402
 
 # (metrics key, column title, lower is better)
 COLUMNS = [("val_loss", "held-out loss", True), ("val_loss_domain.code", "held-out loss, code", True),
@@ -68,33 +67,7 @@ def one_run(work: Path, base: Path, rate: float, level: str, seed: int, precisio
 
 def summarise(rows: list[dict]) -> list[str]:
     """Per precision: each rate's mean +- se over seeds, then each rate against 0 paired by seed."""
-    out = []
-    rates = sorted({r["rate"] for r in rows})
-    for prec in sorted({r["precision"] for r in rows}):
-        at = {rate: [r for r in rows if (r["rate"], r["precision"]) == (rate, prec)] for rate in rates}
-        out += [f"### {prec}", "", "| fim rate | " + " | ".join(t for _, t, _ in COLUMNS) + " |",
-                "|---" * (len(COLUMNS) + 1) + "|"]
-        for rate in rates:
-            cells = []
-            for key, _, _ in COLUMNS:
-                s = stats.summarize([r[key] for r in at[rate]])
-                cells.append(f"{s['mean']:.4f} +- {s['se']:.4f} ({s['n']})")
-            out.append(f"| {rate:g} | " + " | ".join(cells) + " |")
-        out.append("")
-        for rate in rates[1:]:
-            parts = []
-            for key, title, lower in COLUMNS:
-                d = paired_by_seed({r["seed"]: r[key] for r in at[0.0]}, {r["seed"]: r[key] for r in at[rate]})
-                if d is None:
-                    continue
-                better = (d["mean"] < 0) == lower
-                verdict = ("within noise" if not d["beyond"] else
-                           f"{'better' if better else 'worse'} beyond noise")
-                parts.append(f"{title} {d['mean']:+.4f} +- {d['se']:.4f} (95% t +- {d['half']:.4f}, {verdict})")
-            if parts:
-                out.append(f"- rate {rate:g} - rate 0, paired by seed: " + "; ".join(parts))
-        out.append("")
-    return out
+    return arms_table(rows, "rate", sorted({r["rate"] for r in rows}), 0.0, COLUMNS, "fim rate")
 
 
 def main() -> int:

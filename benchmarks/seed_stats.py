@@ -1,6 +1,7 @@
 """Two arms of a benchmark compared over seeds: the per-seed differences, their mean and standard
 error, and a 95% Student's t interval (3 to 5 seeds: t = 4.30 to 2.78, not the normal 1.96),
-with a verdict a table can print. Shared by the benchmarks that compare training recipes."""
+with a verdict a table can print; and the table of several arms over seeds and precisions, each
+against a baseline arm. Shared by the benchmarks that compare training recipes."""
 
 from __future__ import annotations
 
@@ -22,3 +23,37 @@ def paired_by_seed(base: dict[int, float], other: dict[int, float]) -> dict | No
     d = stats.summarize([other[s] - base[s] for s in seeds])
     half = t95(d["n"] - 1) * d["se"]
     return {**d, "half": half, "beyond": abs(d["mean"]) > half}
+
+
+def arms_table(rows: list[dict], arm_key: str, arms: list, base, columns: list[tuple[str, str, bool]],
+               label: str) -> list[str]:
+    """Markdown: per precision, each arm's mean +- se (n) over seeds of every column (metrics
+    key, title, lower is better), then each arm against `base` paired by seed, with the verdict."""
+    out = []
+    for prec in sorted({r["precision"] for r in rows}):
+        at = {a: [r for r in rows if (r[arm_key], r["precision"]) == (a, prec)] for a in arms}
+        out += [f"### {prec}", "", f"| {label} | " + " | ".join(t for _, t, _ in columns) + " |",
+                "|---" * (len(columns) + 1) + "|"]
+        for a in arms:
+            cells = []
+            for key, _, _ in columns:
+                s = stats.summarize([r[key] for r in at[a] if r.get(key) is not None])
+                cells.append(f"{s['mean']:.4f} +- {s['se']:.4f} ({s['n']})")
+            out.append(f"| {a} | " + " | ".join(cells) + " |")
+        out.append("")
+        for a in arms:
+            if a == base:
+                continue
+            parts = []
+            for key, title, lower in columns:
+                d = paired_by_seed({r["seed"]: r[key] for r in at[base] if r.get(key) is not None},
+                                   {r["seed"]: r[key] for r in at[a] if r.get(key) is not None})
+                if d is None:
+                    continue
+                verdict = ("within noise" if not d["beyond"] else
+                           f"{'better' if (d['mean'] < 0) == lower else 'worse'} beyond noise")
+                parts.append(f"{title} {d['mean']:+.4f} +- {d['se']:.4f} (95% t +- {d['half']:.4f}, {verdict})")
+            if parts:
+                out.append(f"- {a} - {base}, paired by seed: " + "; ".join(parts))
+        out.append("")
+    return out

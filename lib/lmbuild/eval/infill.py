@@ -77,9 +77,10 @@ def infill_eval(model, tok, split_dir: Path | str, cfg: dict, seed: int, device,
     psm, l2r, middles = [], [], []
     for t in tasks:
         mid = enc(t["middle"])[:max_len // 2]
-        room = max(0, (max_len - len(mid) - 3) // 2)
+        room = max(0, (max_len - len(mid) - 4) // 2)
         pre, suf = enc(t["prefix"])[-room:] if room else [], enc(t["suffix"])[:room]
-        psm.append([ids["prefix"]] + pre + [ids["suffix"]] + suf + [ids["middle"]])
+        # after an end-of-text, as a rearranged document follows the one before it in training
+        psm.append([eot, ids["prefix"]] + pre + [ids["suffix"]] + suf + [ids["middle"]])
         l2r.append([eot] + pre)
         middles.append(mid)
     model.eval()

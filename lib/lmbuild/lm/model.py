@@ -19,5 +19,8 @@ def choose_attention(requested: str, device: torch.device) -> str:
     return "sdpa"
 
 
-def load_model(path, attn: str = "sdpa") -> torch.nn.Module:
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, dtype=torch.float32)
+def load_model(path, attn: str = "sdpa", config=None) -> torch.nn.Module:
+    """The model at `path` in fp32; `config` replaces its saved config (long-context extension
+    loads the weights under new RoPE settings)."""
+    extra = {"config": config} if config is not None else {}
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn, dtype=torch.float32, **extra)

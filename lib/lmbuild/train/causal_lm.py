@@ -13,9 +13,11 @@ import sys
 from ..params import training_seed
 from .checkpoint import CheckpointError
 from .fim import FimTransform
+from .long_context import LengthMix, doc_masked, extended_config, say as say_long_context
 from .data import BlockOrder, DataError, TokenStream, rank_samples, unigram_loss, val_blocks
 from .mixture_job import MixtureJob, check as check_mixture, open_pools
 from ..eval.infill import infill_eval
+from ..eval.long_context import passkey, position_loss
 from ..lm.model import choose_attention, load_model
 from ..lm.precision import precision_context
 from ..tokenize.sentinels import fim_ids
@@ -54,6 +56,18 @@ def evaluate(model, blocks: dict[str, torch.Tensor], device, batch: int, autocas
     return out
 
 
+def long_context_eval(model_dir: Path, attn: str, tok, val_dir: Path, cfg: dict, seed: int, device, autocast,
+                      batch: int, blocks_per_domain: int) -> dict:
+    """lmbuild/eval/long_context.py on the exported model, and its loss on short val blocks."""
+    model = load_model(model_dir, attn).to(device)
+    short = evaluate(model, val_blocks(val_dir, cfg["short_length"], blocks_per_domain), device, batch, autocast)
+    out = {"short_length": cfg["short_length"], "short_loss": short["loss"],
+           **position_loss(model, val_dir, max(cfg["lengths"]), cfg["buckets"], cfg["documents"], device, autocast)}
+    if cfg["passkey_samples"]:
+        out.update(passkey(model, tok, cfg["lengths"], cfg["passkey_depths"], cfg["passkey_samples"], seed, autocast))
+    return out
+
+
 def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokenizer_dir: Path,
         out_model: Path, ckpt_dir: Path, live_dir: Path, init_model: Path | None = None) -> dict:
     """Train one stage end to end; return the metrics tree (the caller writes it)."""
@@ -67,6 +81,12 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
     order = BlockOrder(train.total, L, seed)
     val = val_blocks(tokens_dir / "val", L, p["eval"]["blocks_per_domain"])
 
+    # long-context keys exist in anneal's params only (specs/fragments/long_context.yaml)
+    lc, doc_masking = p.get("long_context") or {}, bool(p.get("doc_masking"))
+    if lc and not any(lc[k] is not None for k in ("rope_theta", "rope_scaling", "max_length", "long_share")):
+        lc = {}
+    lengths = LengthMix(tokens_dir / train_split, L, seed, lc["long_share"], lc["long_min_tokens"] or L, stage) \
+        if lc and lc["long_share"] is not None else None
     fim_cfg = p["fim"]
     fim = FimTransform(fim_cfg, tok, eot, pad, seed, stage) if fim_cfg["rate"] > 0 else None
     if fim is not None and (p.get("mixture") or {}).get("kind") == "doremi":
@@ -79,18 +99,23 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
     if init_model is None:
         model = build_model(p["model"], vocab, eot, pad, seed, attn)
     else:
-        model = load_model(init_model, attn)
+        config = extended_config(init_model, lc, L, stage) if lc else None
+        if lc:
+            say_long_context(stage, config, lc, doc_masking)
+        model = load_model(init_model, attn, config)
         if model.get_input_embeddings().weight.shape[0] < vocab:
             raise ModelError(f"{init_model}: vocab {model.get_input_embeddings().weight.shape[0]} is smaller than "
                              f"the tokenizer's {vocab}; rerun pretrain with this tokenizer")
     if L > model.config.max_position_embeddings:
         raise TrainError(f"params.yaml: {stage}.seq_len ({L}) exceeds the model's max length "
-                         f"({model.config.max_position_embeddings})")
+                         f"({model.config.max_position_embeddings})" + (
+                             "; extend it with anneal.long_context (rope_theta with max_length, or rope_scaling)"
+                             if stage == "anneal" else ""))
 
     def batches(step, rank, world, micro):
         out = []
         for ids in rank_samples(step, p["batch_size"], rank, world, micro):
-            x = order.batch(train, ids)
+            x = lengths.rows(ids) if lengths is not None else order.batch(train, ids)
             out.append({"input_ids": x, "labels": x})
         return out
 
@@ -116,11 +141,15 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
         if mix_cfg.get("reference_model"):
             inputs[mix_cfg["reference_model"]] = Path(mix_cfg["reference_model"]) / "model.safetensors"
         samples_per_epoch = sum(pools.n_blocks.values())
-    read = mixture.batches if mixture else batches
-    if fim is not None:
-        def read_fim(step, rank, world, micro):
-            return [fim.batch(b["input_ids"], step) for b in read(step, rank, world, micro)]
-    job = Job(stage=stage, params=p, seed=seed, model=model, batches=read_fim if fim is not None else read,
+    def read(step, rank, world, micro):
+        out = (mixture.batches if mixture else batches)(step, rank, world, micro)
+        if fim is not None:
+            out = [fim.batch(b["input_ids"], step) for b in out]
+        if doc_masking:
+            out = [doc_masked(b, eot, attn) for b in out]
+        return out
+
+    job = Job(stage=stage, params=p, seed=seed, model=model, batches=read,
               total_steps=total_steps, samples_per_epoch=samples_per_epoch,
               seq_len=L, evaluate=lambda m, dev, ac, shard: evaluate(m, val, dev, p["eval"]["batch_size"], ac, shard),
               fingerprint_inputs=inputs, tokenizer_dir=tokenizer_dir, out_model=out_model, ckpt_dir=ckpt_dir,
@@ -140,6 +169,18 @@ def run(stage: str, params: dict, *, tokens_dir: Path, train_split: str, tokeniz
         out["mixture"] = mixture.metrics()
     if fim is not None:
         out["fim"] = fim.metrics()
+    if lengths is not None:
+        out["long_context"] = lengths.metrics()
+    if lc or doc_masking:
+        out["long_context"] = {**out.get("long_context", {}), "doc_masking": int(doc_masking),
+                               "max_position_embeddings": model.config.max_position_embeddings,
+                               "rope_theta": model.config.rope_parameters.get("rope_theta"),
+                               "rope_factor": model.config.rope_parameters.get("factor", 1.0)}
+    long_eval = p.get("long_eval") or {}
+    if long_eval.get("lengths"):
+        out["long_eval"] = long_context_eval(out_model, attn, tok, tokens_dir / "val", long_eval, seed, device,
+                                             lambda: precision_context(p["precision"], device),
+                                             p["eval"]["batch_size"], p["eval"]["blocks_per_domain"])
     if fim_ids(tok) is not None and fim_cfg["eval"]["tasks"] > 0:
         # the exported model, scored under the precision it trained in
         out["infill"] = infill_eval(load_model(out_model, attn).to(device), tok, tokens_dir / "val", fim_cfg["eval"],

@@ -32,9 +32,12 @@ PHI = (np.sqrt(5.0) - 1.0) / 2.0  # golden ratio conjugate: the one-dimensional 
 class DomainPools:
     """The documents of one token split grouped by domain, each domain one virtual stream cut into
     blocks of seq_len tokens. `first_copies_only` keeps rows with repeat == 0 (the mix writes one
-    row per epoch copy; a pool holds each document once and the sampler decides the epochs)."""
+    row per epoch copy; a pool holds each document once and the sampler decides the epochs).
+    `group(domains, lengths)` pools by another label (long-context training: long and short
+    documents); the pools are then named by those labels."""
 
-    def __init__(self, split_dir: Path | str, seq_len: int, seed: int, first_copies_only: bool = True):
+    def __init__(self, split_dir: Path | str, seq_len: int, seed: int, first_copies_only: bool = True,
+                 group=None):
         self.stream = TokenStream(split_dir)
         self.seq_len, self.seed = seq_len, seed
         cols = ["shard", "start", "length", "domain"] + (["repeat"] if first_copies_only else [])
@@ -43,6 +46,8 @@ class DomainPools:
         start = self.stream.offsets[shard] + index.column("start").to_numpy().astype(np.int64)
         length = index.column("length").to_numpy().astype(np.int64)
         domain = np.asarray(index.column("domain").to_pylist(), dtype=object)
+        if group is not None:  # pools by another key than the domain: group(domains, lengths) -> labels
+            domain = np.asarray(group(domain, length), dtype=object)
         keep = index.column("repeat").to_numpy() == 0 if first_copies_only else np.ones(len(length), bool)
         self.domains = sorted(set(domain[keep].tolist()))
         self._starts, self._cum, self.n_blocks, self.tokens = {}, {}, {}, {}

@@ -222,7 +222,7 @@ def _forward_backward(job: Job, model, accelerator, batches: list[Batch], accum:
     extras_sum: dict[str, torch.Tensor] = {}
     tokens = 0
     for k, batch in enumerate(batches):
-        batch = {key: v.to(device) for key, v in batch.items()}
+        batch = {key: v.to(device) if torch.is_tensor(v) else v for key, v in batch.items()}  # flags pass as they are
         tokens += _tokens(batch)
         sync = contextlib.nullcontext() if k == len(batches) - 1 else accelerator.no_sync(model)
         with sync, accelerator.autocast():
