@@ -10,7 +10,7 @@ the line with prefix and suffix, with the prefix only, the difference, and greed
 Every rate above 0 is compared with rate 0 paired by seed (same initialisation and data order).
 
     python benchmarks/fim_effect.py [--seeds 1 2 3] [--precisions fp32 bf16] [--rates 0 0.5]
-        [--level char] [--jobs 1] [--threads N]
+        [--level char] [--jobs 1] [--threads N] [--reuse]
 
 Writes reports/fim_effect.json (every run) and reports/fim_effect.md (the table), with the CPU,
 threads and load.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model  # noqa: E402
+from demo_robustness import cpu_model, finished  # noqa: E402
 from seed_stats import arms_table  # noqa: E402
 
 # (metrics key, column title, lower is better)
@@ -51,13 +51,18 @@ def base_workspace(work: Path) -> Path:
     return root
 
 
-def one_run(work: Path, base: Path, rate: float, level: str, seed: int, precision: str, threads: int) -> dict:
+def one_run(work: Path, base: Path, rate: float, level: str, seed: int, precision: str, threads: int,
+            reuse: bool = False) -> dict:
     name = f"fim{rate:g}-s{seed}-{precision}"
     over = {"pretrain.fim.rate": rate, "pretrain.fim.level": level, "pretrain.seed": seed,
             "pretrain.precision": precision}
-    root = make(work / name, over, ["data/tokens", "models/tokenizer"], repo=base)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    seconds = run_stage(root, "pretrain")
+    root = work / name
+    if reuse and finished(root, ("pretrain",), over):
+        seconds = read_metrics(root, "pretrain")["wall_time_s"]
+    else:
+        make(root, over, ["data/tokens", "models/tokenizer"], repo=base)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        seconds = run_stage(root, "pretrain")
     m = read_metrics(root, "pretrain")
     print(f"{name}: val loss {m['val_loss']:.4f}, line bpb {m['infill.l2r_bpb']:.3f} -> {m['infill.fim_bpb']:.3f} "
           f"with the suffix ({seconds:.0f} s)", file=sys.stderr, flush=True)
@@ -78,6 +83,7 @@ def main() -> int:
     ap.add_argument("--level", choices=["char", "token"], default="char")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
     ap.add_argument("--work", type=Path, default=REPO / ".cache" / "fim_effect")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "fim_effect")
     args = ap.parse_args()
@@ -88,7 +94,7 @@ def main() -> int:
     base = base_workspace(args.work)
     plan = [(rate, s, p) for p in args.precisions for s in args.seeds for rate in args.rates]
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: one_run(args.work, base, job[0], args.level, job[1], job[2], threads), plan))
+        rows = list(pool.map(lambda job: one_run(args.work, base, job[0], args.level, job[1], job[2], threads, args.reuse), plan))
     load = os.getloadavg()[0]
     head = (f"# Fill-in-the-middle on the demo's pretraining\n\n{len(rows)} pretrain runs on {cpu_model()} "
             f"({os.cpu_count()} cores; {args.jobs} at a time with {threads} thread(s) each, load average at the end "

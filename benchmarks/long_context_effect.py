@@ -14,7 +14,7 @@ the long-context eval on. The arms:
 Rows per step shrink by 4x at 4x the length, so every arm reads the same tokens per step and in
 all. Each arm is compared with `short` paired by seed (same data order seed and initial model).
 
-    python benchmarks/long_context_effect.py [--seeds 1 2 3] [--precisions fp32 bf16] [--jobs 1]
+    python benchmarks/long_context_effect.py [--seeds 1 2 3] [--precisions fp32 bf16] [--jobs 1] [--reuse]
 
 Writes reports/long_context_effect.{json,md}, with the CPU, threads and load.
 """
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model  # noqa: E402
+from demo_robustness import cpu_model, finished  # noqa: E402
 from seed_stats import arms_table  # noqa: E402
 
 LONG = 1024
@@ -59,12 +59,16 @@ def columns() -> list[tuple[str, str, bool]]:
             + [("long_eval.passkey", "passkey, all", False)])
 
 
-def one_run(work: Path, arm: str, over: dict, seed: int, precision: str, threads: int) -> dict:
+def one_run(work: Path, arm: str, over: dict, seed: int, precision: str, threads: int, reuse: bool = False) -> dict:
     name = f"{arm}-s{seed}-{precision}"
-    root = make(work / name, {**over, **EVAL, "anneal.seed": seed, "anneal.precision": precision},
-                ["data/tokens", "models/tokenizer", "models/pretrain"])
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    seconds = run_stage(root, "anneal")
+    over = {**over, **EVAL, "anneal.seed": seed, "anneal.precision": precision}
+    root = work / name
+    if reuse and finished(root, ("anneal",), over):
+        seconds = read_metrics(root, "anneal")["wall_time_s"]
+    else:
+        make(root, over, ["data/tokens", "models/tokenizer", "models/pretrain"])
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        seconds = run_stage(root, "anneal")
     m = read_metrics(root, "anneal")
     print(f"{name}: loss at 256 {m['long_eval.short_loss']:.4f}, last bucket {m['long_eval.loss_768_1024']:.4f}, "
           f"passkey {m['long_eval.passkey']:.2f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
@@ -80,6 +84,7 @@ def main() -> int:
     ap.add_argument("--long-share", type=float, default=0.6)
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
     ap.add_argument("--work", type=Path, default=REPO / ".cache" / "long_context_effect")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "long_context_effect")
     args = ap.parse_args()
@@ -88,7 +93,7 @@ def main() -> int:
             for arm, over in arms(args.theta, args.long_share).items()]
     t0 = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: one_run(args.work, *job, threads), plan))
+        rows = list(pool.map(lambda job: one_run(args.work, *job, threads, args.reuse), plan))
     load = os.getloadavg()[0]
     head = (f"# Long-context extension in anneal\n\n{len(rows)} anneal runs on {cpu_model()} ({os.cpu_count()} cores; "
             f"{args.jobs} at a time with {threads} thread(s) each, load average at the end {load:.1f}, "

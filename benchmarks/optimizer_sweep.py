@@ -13,7 +13,7 @@ Every run is the real pretrain stage in a scratch workspace (lmbuild.workspace) 
 repository's data/tokens and models/tokenizer, with `pretrain.max_tokens` optionally cut.
 
     python benchmarks/optimizer_sweep.py [--seeds 1 2 3] [--precisions fp32 bf16] [--jobs 1]
-        [--adamw-lrs 0.0025 0.005 0.01] [--muon-lrs 0.01 0.02 0.04] [--max-tokens N]
+        [--adamw-lrs 0.0025 0.005 0.01] [--muon-lrs 0.01 0.02 0.04] [--max-tokens N] [--reuse]
 
 Writes reports/optimizer_sweep.json (every run) and reports/optimizer_sweep.md (the table), with
 the CPU, threads and load.
@@ -35,20 +35,25 @@ from lmbuild import stats  # noqa: E402
 from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model  # noqa: E402
+from demo_robustness import cpu_model, finished  # noqa: E402
 from seed_stats import paired_by_seed  # noqa: E402
 
 LR_KEY = {"adamw": "pretrain.optim.lr", "muon": "pretrain.optim.muon.lr"}
 
 
-def one_run(work: Path, opt: str, lr: float, seed: int, precision: str, max_tokens: int | None, threads: int) -> dict:
+def one_run(work: Path, opt: str, lr: float, seed: int, precision: str, max_tokens: int | None, threads: int,
+            reuse: bool = False) -> dict:
     name = f"{opt}-lr{lr:g}-s{seed}-{precision}"
     over = {"pretrain.optim.name": opt, LR_KEY[opt]: lr, "pretrain.seed": seed, "pretrain.precision": precision}
     if max_tokens:
         over["pretrain.max_tokens"] = max_tokens
-    root = make(work / name, over, ["data/tokens", "models/tokenizer"])
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    seconds = run_stage(root, "pretrain")
+    root = work / name
+    if reuse and finished(root, ("pretrain",), over):
+        seconds = read_metrics(root, "pretrain")["wall_time_s"]
+    else:
+        make(root, over, ["data/tokens", "models/tokenizer"])
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        seconds = run_stage(root, "pretrain")
     m = read_metrics(root, "pretrain")
     print(f"{name}: val loss {m['val_loss']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
     return {"run": name, "optimizer": opt, "lr": lr, "seed": seed, "precision": precision,
@@ -99,6 +104,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=None, help="cut pretrain.max_tokens (default: the demo's)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
     ap.add_argument("--work", type=Path, default=REPO / ".cache" / "optimizer_sweep")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "optimizer_sweep")
     args = ap.parse_args()
@@ -107,7 +113,7 @@ def main() -> int:
     plan = [(opt, lr, s, p) for p in args.precisions for s in args.seeds for opt, grid in grids.items() for lr in grid]
     t0 = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: one_run(args.work, *job, args.max_tokens, threads), plan))
+        rows = list(pool.map(lambda job: one_run(args.work, *job, args.max_tokens, threads, args.reuse), plan))
     load = os.getloadavg()[0]
     head = (f"# Muon against AdamW on the demo's pretraining\n\n{len(rows)} pretrain runs on {cpu_model()} "
             f"({os.cpu_count()} cores; {args.jobs} at a time with {threads} thread(s) each, load average at the end "
