@@ -1,0 +1,107 @@
+"""Mixture-of-experts against the dense demo model at equal active parameters and equal tokens,
+over seeds and both precisions, scored by the pretrain stage's held-out loss.
+
+The dense arm is the demo's pretrain model (SwiGLU width 384). The MoE arm (OLMoE style: top-k
+routing, load-balancing and router z-loss, lmbuild/train/moe.py) has --experts experts of width
+384 / k with k per token, so every token passes through as many MLP parameters as in the dense
+model while the layer holds --experts / k times more. Same attention, embeddings, data order and
+token budget; each pair is compared paired by seed. Active and total parameters and tokens/s
+are recorded beside the loss (tokens/s on a CPU says little about a GPU, where MoE's routed
+matmuls run grouped).
+
+    python benchmarks/moe_effect.py [--seeds 1 2 3] [--precisions fp32 bf16] [--experts 8] [--top-k 2]
+        [--jobs 1] [--threads N] [--reuse]
+
+Writes reports/moe_effect.{json,md}, with the CPU, threads and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_robustness import cpu_model, finished  # noqa: E402
+from seed_stats import arms_table  # noqa: E402
+
+COLUMNS = [("val_loss", "held-out loss", True), ("val_loss_domain.code", "held-out loss, code", True),
+           ("val_loss_domain.encyclopedic", "held-out loss, encyclopedic", True),
+           ("tokens_per_s", "tokens/s", False)]
+
+
+def arms(experts: int, k: int) -> dict[str, dict]:
+    width = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["model"]["intermediate_size"]
+    if width % k:
+        raise SystemExit(f"--top-k {k} does not divide the dense width {width}")
+    return {"dense": {},
+            "moe": {"pretrain.model.type": "olmoe", "pretrain.model.moe.num_experts": experts,
+                    "pretrain.model.moe.experts_per_token": k, "pretrain.model.moe.expert_size": width // k}}
+
+
+def one_run(work: Path, arm: str, over: dict, seed: int, precision: str, threads: int, reuse: bool) -> dict:
+    name = f"{arm}-s{seed}-{precision}"
+    over = {**over, "pretrain.seed": seed, "pretrain.precision": precision}
+    root = work / name
+    if reuse and finished(root, ("pretrain",), over):
+        seconds = read_metrics(root, "pretrain")["wall_time_s"]
+    else:
+        make(root, over, ["data/tokens", "models/tokenizer"])
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        seconds = run_stage(root, "pretrain")
+    m = read_metrics(root, "pretrain")
+    print(f"{name}: val loss {m['val_loss']:.4f}, {m.get('parameters_active', m['parameters']):,} active of "
+          f"{m['parameters']:,} parameters ({seconds:.0f} s)", file=sys.stderr, flush=True)
+    return {"run": name, "arm": arm, "seed": seed, "precision": precision, "seconds": seconds,
+            "parameters": m["parameters"], "parameters_active": m.get("parameters_active", m["parameters"]),
+            **{k: m.get(k) for k, _, _ in COLUMNS}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
+    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--experts", type=int, default=8)
+    ap.add_argument("--top-k", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
+    ap.add_argument("--work", type=Path, default=REPO / ".cache" / "moe_effect")
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / "moe_effect")
+    args = ap.parse_args()
+    threads = args.threads or (2 if args.jobs == 1 else 1)
+    plan = [(arm, over, s, p) for p in args.precisions for s in args.seeds
+            for arm, over in arms(args.experts, args.top_k).items()]
+    t0 = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda job: one_run(args.work, *job, threads, args.reuse), plan))
+    load = os.getloadavg()[0]
+    size = {r["arm"]: (r["parameters_active"], r["parameters"]) for r in rows}
+    head = (f"# Mixture-of-experts against dense at equal active parameters\n\n{len(rows)} pretrain runs on "
+            f"{cpu_model()} ({os.cpu_count()} cores; {args.jobs} at a time with {threads} thread(s) each, load "
+            f"average at the end {load:.1f}, {(time.time() - t0) / 60:.0f} minutes). dense: {size['dense'][1]:,} "
+            f"parameters; moe: {args.experts} experts, top-{args.top_k}, {size['moe'][0]:,} active of "
+            f"{size['moe'][1]:,}. Same tokens (the demo's pretrain budget). Loss in nats per token; mean +- "
+            f"standard error over seeds (n).\n")
+    md = "\n".join([head, *arms_table(rows, "arm", ["dense", "moe"], "dense", COLUMNS, "arm")])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
+         "experts": args.experts, "top_k": args.top_k, "runs": rows}, indent=1, sort_keys=True) + "\n")
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
