@@ -9,7 +9,9 @@ under .cache/gpu_check/, with params.yaml's sections overridden for a short run:
   2. pretrain: the preset's model, seq_len, bf16 and optimizer, torch.compile on, --steps optimizer
      steps of --batch-size blocks; PyTorch SDPA allowed its flash kernel only
   3. pretrain again with flash-attn 2 (attn_implementation: flash_attention_2), --fa2-steps steps,
-     where flash_attn imports and the GPU is Ampere or newer
+     where flash_attn imports and the GPU is Ampere or newer; then --variant-steps steps with the
+     demo's own model and with a mixture-of-experts (OLMoE style, 8 experts of half the preset's
+     MLP width, top-2: the preset's active size), MFU counted on active parameters
   4. sft, dpo_pairs, dpo, rlvr for a few steps each, from that model (dpo_pairs samples on-policy
      pairs; where every sample ties it falls back to task pairs from a file, and says so)
   5. the trainer's FSDP path: `accelerate launch --use_fsdp` on the one GPU against the same short
@@ -381,6 +383,9 @@ class Check:
         # 3. flash-attn 2
         self.flash_attn2(preset, chain)
 
+        # 3b. the demo's own model, and a mixture-of-experts at the preset's active size
+        self.variants(preset, chain)
+
         # 4. post-training from the pretrained model
         if "post" in a.skip:
             self.skip("sft, dpo_pairs, dpo, rlvr", "--skip post")
@@ -415,6 +420,26 @@ class Check:
         except StageFailed as exc:
             self.fail("pretrain with flash-attn 2", str(exc))
         self.save()
+
+    def variants(self, preset: dict, chain: Path) -> None:
+        """pretrain for --variant-steps steps with the demo's model (params.yaml) and with an
+        OLMoE-style model whose active MLP equals the preset's (8 experts of half its width,
+        top-2): tokens/s and MFU (on active parameters) beside the dense preset's."""
+        a = self.args
+        if "variants" in a.skip:
+            return self.skip("demo-size and MoE pretrain", "--skip variants")
+        base = TINY_MODEL if a.dry_run else preset["model"]
+        demo = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["model"]
+        moe = {**base, "type": "olmoe", "moe": {"num_experts": 8, "experts_per_token": 2,
+                                                "expert_size": base["intermediate_size"] // 2}}
+        for name, model in (("pretrain_demo_model", demo), ("pretrain_moe", moe)):
+            over = {**pretrain_overrides(a, preset, a.variant_steps, not a.dry_run, "sdpa"), "pretrain.model": model}
+            root = self.workspace(name, over, ["data/tokens", "models/tokenizer"], repo=chain)
+            try:
+                self.report["stages"][name] = {**self.stage(root, "pretrain", name=name), "model": model}
+            except StageFailed as exc:
+                self.fail(name, str(exc))
+            self.save()
 
     def post(self, chain: Path) -> None:
         rep = self.report["stages"]
@@ -607,14 +632,16 @@ def main() -> int:
     ap.add_argument("--fa2-steps", type=int, help="pretrain steps with flash-attn 2 (default 100)")
     ap.add_argument("--fsdp-steps", type=int, help="steps of each FSDP-check run (default 20; dry run 2)")
     ap.add_argument("--fsdp-tolerance", type=float, default=1e-3)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["fa2", "post", "fsdp"])
+    ap.add_argument("--variant-steps", type=int, help="steps of the demo-size and MoE pretrain runs (default 100; "
+                    "dry run 2)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["fa2", "variants", "post", "fsdp"])
     args = ap.parse_args()
     preset = docs_preset()
     tiny = args.dry_run
     defaults = {"vocab": 0 if tiny else 32768, "steps": 3 if tiny else 300, "seq_len": 64 if tiny else preset["seq_len"],
                 "batch_size": 8 if tiny else 64, "micro_batch_size": 4 if tiny else preset["micro_batch_size"],
                 "log_every": 1 if tiny else 10, "val_blocks": 1 if tiny else 8, "fa2_steps": 100,
-                "fsdp_steps": 2 if tiny else 20,
+                "fsdp_steps": 2 if tiny else 20, "variant_steps": 2 if tiny else 100,
                 "out": WORK / "gpu_check_dry_run.json" if tiny else REPO / "reports" / "gpu_check.json"}
     for k, v in defaults.items():
         if getattr(args, k) is None:

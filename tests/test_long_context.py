@@ -120,3 +120,39 @@ def test_anneal_extends_a_model_to_longer_context_and_reports_the_long_context_e
     proj.write_params(params)
     p = run(proj, "anneal", check=False)
     assert p.returncode != 0 and "anneal.long_context" in p.stderr and "Traceback" not in p.stderr
+
+
+class _Reader(torch.nn.Module):
+    """A stand-in model whose greedy answer is the key stated in its prompt (or a wrong one):
+    what a model that retrieves perfectly (or never) would write."""
+
+    def __init__(self, tok, right: bool):
+        super().__init__()
+        self.tok, self.right, self.w = tok, right, torch.nn.Parameter(torch.zeros(1))
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **kw):
+        outs = []
+        for row, mask in zip(input_ids, attention_mask):
+            text = self.tok.decode(row[mask.bool()].tolist())
+            key = text.split("The pass key is ")[1][:5] if self.right else "00000"
+            new = self.tok.encode(" " + key, add_special_tokens=False)[:max_new_tokens]
+            outs.append(torch.cat([row, torch.tensor(new + [kw["pad_token_id"]] * (max_new_tokens - len(new)))]))
+        return torch.stack(outs)
+
+
+def test_passkey_prompts_hide_the_key_at_the_asked_depth_and_the_scorer_reads_the_answer(long_inputs):
+    from transformers import AutoTokenizer
+    from lmbuild.eval.long_context import NEEDLE, passkey, passkey_prompts
+    tok = AutoTokenizer.from_pretrained(long_inputs / "models/tokenizer")
+    prompts, keys = passkey_prompts(tok, 200, 0.25, 4, seed=1)
+    assert len(set(keys)) > 1 and all(len(k) == 5 for k in keys)
+    for p, k in zip(prompts, keys):
+        assert abs(len(p) - 200) <= 2
+        text = tok.decode(p)
+        at = text.index(NEEDLE.format(key=k).strip())
+        assert 0.15 < at / len(text) < 0.35 and text.endswith("The pass key is")
+    assert passkey_prompts(tok, 200, 0.25, 4, seed=1) == (prompts, keys)      # same keys for every model
+    ctx = __import__("contextlib").nullcontext
+    good = passkey(_Reader(tok, True), tok, [120, 200], [0.1, 0.9], 3, 0, ctx)
+    bad = passkey(_Reader(tok, False), tok, [120, 200], [0.1, 0.9], 3, 0, ctx)
+    assert good["passkey"] == 1.0 and good["passkey_200_d90"] == 1.0 and bad["passkey"] == 0.0
