@@ -48,7 +48,8 @@ def one_run(work: Path, opt: str, lr: float, seed: int, precision: str, max_toke
     if max_tokens:
         over["pretrain.max_tokens"] = max_tokens
     root = work / name
-    if reuse and finished(root, ("pretrain",), over):
+    reused = reuse and finished(root, ("pretrain",), over)
+    if reused:
         seconds = read_metrics(root, "pretrain")["wall_time_s"]
     else:
         make(root, over, ["data/tokens", "models/tokenizer"])
@@ -57,7 +58,7 @@ def one_run(work: Path, opt: str, lr: float, seed: int, precision: str, max_toke
     m = read_metrics(root, "pretrain")
     print(f"{name}: val loss {m['val_loss']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
     return {"run": name, "optimizer": opt, "lr": lr, "seed": seed, "precision": precision,
-            "val_loss": m["val_loss"], "seconds": seconds, "tokens_per_s": m.get("tokens_per_s")}
+            "val_loss": m["val_loss"], "seconds": seconds, "tokens_per_s": m.get("tokens_per_s"), "reused": reused}
 
 
 def summarise(rows: list[dict], grids: dict[str, list[float]]) -> list[str]:
@@ -115,9 +116,12 @@ def main() -> int:
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(lambda job: one_run(args.work, *job, args.max_tokens, threads, args.reuse), plan))
     load = os.getloadavg()[0]
+    reused = sum(r["reused"] for r in rows)
     head = (f"# Muon against AdamW on the demo's pretraining\n\n{len(rows)} pretrain runs on {cpu_model()} "
             f"({os.cpu_count()} cores; {args.jobs} at a time with {threads} thread(s) each, load average at the end "
-            f"{load:.1f}, {(time.time() - t0) / 60:.0f} minutes); max_tokens {args.max_tokens or 'as params.yaml'}; "
+            f"{load:.1f}; {len(rows) - reused} run in {(time.time() - t0) / 60:.0f} minutes"
+            + (f", {reused} kept from earlier invocations in the same workspace (--reuse)" if reused else "")
+            + f"); max_tokens {args.max_tokens or 'as params.yaml'}; "
             f"held-out loss of the pretrain stage (nats per token), mean +- standard error over seeds.\n")
     md = "\n".join([head, *summarise(rows, grids)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
