@@ -19,7 +19,6 @@ threads and load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
+from lmbuild.workspace import make, run_stage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model, finished  # noqa: E402
-from seed_stats import arms_table  # noqa: E402
+from demo_robustness import cpu_model  # noqa: E402
+from seed_stats import arms_table, common_args, stage_run, write_report  # noqa: E402
 
 # (metrics key, column title, lower is better)
 COLUMNS = [("val_loss", "held-out loss", True), ("val_loss_domain.code", "held-out loss, code", True),
@@ -56,14 +55,7 @@ def one_run(work: Path, base: Path, rate: float, level: str, seed: int, precisio
     name = f"fim{rate:g}-s{seed}-{precision}"
     over = {"pretrain.fim.rate": rate, "pretrain.fim.level": level, "pretrain.seed": seed,
             "pretrain.precision": precision}
-    root = work / name
-    if reuse and finished(root, ("pretrain",), over):
-        seconds = read_metrics(root, "pretrain")["wall_time_s"]
-    else:
-        make(root, over, ["data/tokens", "models/tokenizer"], repo=base)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        seconds = run_stage(root, "pretrain")
-    m = read_metrics(root, "pretrain")
+    m, seconds, _ = stage_run(work / name, "pretrain", over, ["data/tokens", "models/tokenizer"], threads, reuse, base)
     print(f"{name}: val loss {m['val_loss']:.4f}, line bpb {m['infill.l2r_bpb']:.3f} -> {m['infill.fim_bpb']:.3f} "
           f"with the suffix ({seconds:.0f} s)", file=sys.stderr, flush=True)
     return {"run": name, "rate": rate, "level": level, "seed": seed, "precision": precision, "seconds": seconds,
@@ -77,15 +69,9 @@ def summarise(rows: list[dict]) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
-    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    common_args(ap, "fim_effect")
     ap.add_argument("--rates", type=float, nargs="*", default=[0.0, 0.5])
     ap.add_argument("--level", choices=["char", "token"], default="char")
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
-    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
-    ap.add_argument("--work", type=Path, default=REPO / ".cache" / "fim_effect")
-    ap.add_argument("--out", type=Path, default=REPO / "reports" / "fim_effect")
     args = ap.parse_args()
     if 0.0 not in args.rates:
         ap.error("--rates must include 0 (the plain model every rate is compared with)")
@@ -102,12 +88,8 @@ def main() -> int:
             f"{rows[0]['infill.tasks']} held-out lines of code per run. Loss in nats per token, line scores in bits "
             f"per byte; mean +- standard error over seeds (n).\n")
     md = "\n".join([head, *summarise(rows)])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
-         "level": args.level, "runs": rows}, indent=1, sort_keys=True) + "\n")
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    write_report(args.out, md, {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
+                                "level": args.level, "runs": rows})
     return 0
 
 

@@ -22,7 +22,6 @@ Writes reports/long_context_effect.{json,md}, with the CPU, threads and load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model, finished  # noqa: E402
-from seed_stats import arms_table  # noqa: E402
+from demo_robustness import cpu_model  # noqa: E402
+from seed_stats import arms_table, common_args, stage_run, write_report  # noqa: E402
 
 LONG = 1024
 LENGTHS = [256, 512, LONG]
@@ -62,14 +61,8 @@ def columns() -> list[tuple[str, str, bool]]:
 def one_run(work: Path, arm: str, over: dict, seed: int, precision: str, threads: int, reuse: bool = False) -> dict:
     name = f"{arm}-s{seed}-{precision}"
     over = {**over, **EVAL, "anneal.seed": seed, "anneal.precision": precision}
-    root = work / name
-    if reuse and finished(root, ("anneal",), over):
-        seconds = read_metrics(root, "anneal")["wall_time_s"]
-    else:
-        make(root, over, ["data/tokens", "models/tokenizer", "models/pretrain"])
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        seconds = run_stage(root, "anneal")
-    m = read_metrics(root, "anneal")
+    m, seconds, _ = stage_run(work / name, "anneal", over, ["data/tokens", "models/tokenizer", "models/pretrain"],
+                              threads, reuse)
     print(f"{name}: loss at 256 {m['long_eval.short_loss']:.4f}, last bucket {m['long_eval.loss_768_1024']:.4f}, "
           f"passkey {m['long_eval.passkey']:.2f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
     return {"run": name, "arm": arm, "seed": seed, "precision": precision, "seconds": seconds,
@@ -78,15 +71,9 @@ def one_run(work: Path, arm: str, over: dict, seed: int, precision: str, threads
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
-    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    common_args(ap, "long_context_effect")
     ap.add_argument("--theta", type=float, default=40000.0, help="RoPE base of the theta arm (the demo's is 10000)")
     ap.add_argument("--long-share", type=float, default=0.6)
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
-    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
-    ap.add_argument("--work", type=Path, default=REPO / ".cache" / "long_context_effect")
-    ap.add_argument("--out", type=Path, default=REPO / "reports" / "long_context_effect")
     args = ap.parse_args()
     threads = args.threads or (2 if args.jobs == 1 else 1)
     plan = [(arm, over, s, p) for p in args.precisions for s in args.seeds
@@ -104,12 +91,8 @@ def main() -> int:
             f"val blocks; passkey accuracy at depth 0.5 (10 keys per length and depth); mean +- standard error over "
             f"seeds (n).\n")
     md = "\n".join([head, *arms_table(rows, "arm", list(arms(1, 1)), "short", columns(), "arm")])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
-         "theta": args.theta, "long_share": args.long_share, "runs": rows}, indent=1, sort_keys=True) + "\n")
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    write_report(args.out, md, {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
+                                "theta": args.theta, "long_share": args.long_share, "runs": rows})
     return 0
 
 

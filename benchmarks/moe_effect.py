@@ -18,7 +18,6 @@ Writes reports/moe_effect.{json,md}, with the CPU, threads and load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,11 +28,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
+from lmbuild.workspace import REPO  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model, finished  # noqa: E402
-from seed_stats import arms_table  # noqa: E402
+from demo_robustness import cpu_model  # noqa: E402
+from seed_stats import arms_table, common_args, stage_run, write_report  # noqa: E402
 
 COLUMNS = [("val_loss", "held-out loss", True), ("val_loss_domain.code", "held-out loss, code", True),
            ("val_loss_domain.encyclopedic", "held-out loss, encyclopedic", True),
@@ -52,14 +51,7 @@ def arms(experts: int, k: int) -> dict[str, dict]:
 def one_run(work: Path, arm: str, over: dict, seed: int, precision: str, threads: int, reuse: bool) -> dict:
     name = f"{arm}-s{seed}-{precision}"
     over = {**over, "pretrain.seed": seed, "pretrain.precision": precision}
-    root = work / name
-    if reuse and finished(root, ("pretrain",), over):
-        seconds = read_metrics(root, "pretrain")["wall_time_s"]
-    else:
-        make(root, over, ["data/tokens", "models/tokenizer"])
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        seconds = run_stage(root, "pretrain")
-    m = read_metrics(root, "pretrain")
+    m, seconds, _ = stage_run(work / name, "pretrain", over, ["data/tokens", "models/tokenizer"], threads, reuse)
     print(f"{name}: val loss {m['val_loss']:.4f}, {m.get('parameters_active', m['parameters']):,} active of "
           f"{m['parameters']:,} parameters ({seconds:.0f} s)", file=sys.stderr, flush=True)
     return {"run": name, "arm": arm, "seed": seed, "precision": precision, "seconds": seconds,
@@ -69,15 +61,9 @@ def one_run(work: Path, arm: str, over: dict, seed: int, precision: str, threads
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
-    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    common_args(ap, "moe_effect")
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--top-k", type=int, default=2)
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
-    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
-    ap.add_argument("--work", type=Path, default=REPO / ".cache" / "moe_effect")
-    ap.add_argument("--out", type=Path, default=REPO / "reports" / "moe_effect")
     args = ap.parse_args()
     threads = args.threads or (2 if args.jobs == 1 else 1)
     plan = [(arm, over, s, p) for p in args.precisions for s in args.seeds
@@ -94,12 +80,8 @@ def main() -> int:
             f"{size['moe'][1]:,}. Same tokens (the demo's pretrain budget). Loss in nats per token; mean +- "
             f"standard error over seeds (n).\n")
     md = "\n".join([head, *arms_table(rows, "arm", ["dense", "moe"], "dense", COLUMNS, "arm")])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
-         "experts": args.experts, "top_k": args.top_k, "runs": rows}, indent=1, sort_keys=True) + "\n")
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    write_report(args.out, md, {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
+                                "experts": args.experts, "top_k": args.top_k, "runs": rows})
     return 0
 
 

@@ -22,7 +22,6 @@ the CPU, threads and load.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,11 +31,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from lmbuild import stats  # noqa: E402
-from lmbuild.workspace import REPO, make, read_metrics, run_stage  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model, finished  # noqa: E402
-from seed_stats import paired_by_seed  # noqa: E402
+from demo_robustness import cpu_model  # noqa: E402
+from seed_stats import common_args, paired_by_seed, stage_run, write_report  # noqa: E402
 
 LR_KEY = {"adamw": "pretrain.optim.lr", "muon": "pretrain.optim.muon.lr"}
 
@@ -47,15 +45,7 @@ def one_run(work: Path, opt: str, lr: float, seed: int, precision: str, max_toke
     over = {"pretrain.optim.name": opt, LR_KEY[opt]: lr, "pretrain.seed": seed, "pretrain.precision": precision}
     if max_tokens:
         over["pretrain.max_tokens"] = max_tokens
-    root = work / name
-    reused = reuse and finished(root, ("pretrain",), over)
-    if reused:
-        seconds = read_metrics(root, "pretrain")["wall_time_s"]
-    else:
-        make(root, over, ["data/tokens", "models/tokenizer"])
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        seconds = run_stage(root, "pretrain")
-    m = read_metrics(root, "pretrain")
+    m, seconds, reused = stage_run(work / name, "pretrain", over, ["data/tokens", "models/tokenizer"], threads, reuse)
     print(f"{name}: val loss {m['val_loss']:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
     return {"run": name, "optimizer": opt, "lr": lr, "seed": seed, "precision": precision,
             "val_loss": m["val_loss"], "seconds": seconds, "tokens_per_s": m.get("tokens_per_s"), "reused": reused}
@@ -98,16 +88,10 @@ def summarise(rows: list[dict], grids: dict[str, list[float]]) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
-    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    common_args(ap, "optimizer_sweep")
     ap.add_argument("--adamw-lrs", type=float, nargs="*", default=[0.0025, 0.005, 0.01])
     ap.add_argument("--muon-lrs", type=float, nargs="*", default=[0.01, 0.02, 0.04])
     ap.add_argument("--max-tokens", type=int, default=None, help="cut pretrain.max_tokens (default: the demo's)")
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
-    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
-    ap.add_argument("--work", type=Path, default=REPO / ".cache" / "optimizer_sweep")
-    ap.add_argument("--out", type=Path, default=REPO / "reports" / "optimizer_sweep")
     args = ap.parse_args()
     threads = args.threads or (2 if args.jobs == 1 else 1)
     grids = {"adamw": args.adamw_lrs, "muon": args.muon_lrs}
@@ -124,12 +108,8 @@ def main() -> int:
             + f"); max_tokens {args.max_tokens or 'as params.yaml'}; "
             f"held-out loss of the pretrain stage (nats per token), mean +- standard error over seeds.\n")
     md = "\n".join([head, *summarise(rows, grids)])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
-         "max_tokens": args.max_tokens, "grids": grids, "runs": rows}, indent=1, sort_keys=True) + "\n")
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
+    write_report(args.out, md, {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
+                                "max_tokens": args.max_tokens, "grids": grids, "runs": rows})
     return 0
 
 

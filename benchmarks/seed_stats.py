@@ -57,3 +57,43 @@ def arms_table(rows: list[dict], arm_key: str, arms: list, base, columns: list[t
                 out.append(f"- {a} - {base}, paired by seed: " + "; ".join(parts))
         out.append("")
     return out
+
+
+def common_args(ap, name: str) -> None:
+    """The options every recipe benchmark takes: seeds, precisions, parallelism, --reuse, where
+    the workspaces and the report go (.cache/<name>, reports/<name>)."""
+    from lmbuild.workspace import REPO
+    ap.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
+    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="threads per run (default: 2 with --jobs 1, else 1)")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose workspace already holds their metrics")
+    ap.add_argument("--work", type=Path, default=REPO / ".cache" / name)
+    ap.add_argument("--out", type=Path, default=REPO / "reports" / name)
+
+
+def stage_run(root: Path, stage: str, over: dict, links: list[str], threads: int, reuse: bool,
+              repo: Path | None = None) -> tuple[dict, float, bool]:
+    """Run `stage` in a fresh workspace at root (params overridden by `over`, `links` from repo),
+    or with `reuse` keep one that already wrote its metrics under the same overrides; returns
+    (metrics, seconds, reused)."""
+    import os
+    from demo_robustness import finished
+    from lmbuild.workspace import REPO, make, read_metrics, run_stage
+    reused = reuse and finished(root, (stage,), over)
+    if reused:
+        seconds = read_metrics(root, stage)["wall_time_s"]
+    else:
+        make(root, over, links, repo=repo or REPO)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        seconds = run_stage(root, stage)
+    return read_metrics(root, stage), seconds, reused
+
+
+def write_report(out: Path, md: str, payload: dict) -> None:
+    """<out>.md (the table) and <out>.json (every run), then the table on stdout."""
+    import json
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    out.with_suffix(".md").write_text(md)
+    print(md)
