@@ -79,7 +79,9 @@ def test_the_fit_ranks_recipes_with_paired_differences():
     runs = {"default": {s: suite(3.0 + d, 2.0, 0.25) for s, d in shift.items()},
             "better": {s: suite(2.9 + d + 0.001 * s, 1.9, 0.25) for s, d in shift.items()},
             "same": {s: suite(3.0 + d + (0.01 if s == 2 else -0.01), 2.0, 0.25) for s, d in shift.items()}}
-    metrics, report = fit(p, runs, {"better": {"overlay": {"dedup": {}}, "start": "dedup"}})
+    added = {"stages": {"filter": {"sources": {"rephrase_qa": {"documents_in": 256, "documents_kept": 101}}}}}
+    metrics, report = fit(p, runs, {"better": {"overlay": {"dedup": {}}, "start": "dedup"}, "same": added})
+    assert "| same | rephrase_qa | 256 | 101 |" in report   # what the filter kept of an added source
     b = metrics["metrics"]["bpb.all"]
     assert b["better"]["diff"] == pytest.approx(-0.098)
     assert b["better"]["diff_stderr"] == pytest.approx(0.001 / 3 ** 0.5)  # sd of (-0.099, -0.098, -0.097) / sqrt 3
@@ -130,3 +132,22 @@ def test_the_recipe_stage_depends_on_every_input_it_reads():
     # finds there: a recipe rebuilds when the main pipeline's data it starts from changes
     study = yaml.safe_load((REPO / "studies" / "dvc.yaml").read_text())["stages"]["ablation_data"]["do"]
     assert {p.as_posix() for p in main_inputs(REPO / "dvc.yaml").values()} <= set(study["deps"])
+
+
+def test_a_recipe_with_extra_sources_starts_at_the_filter_and_names_bad_ones():
+    p = params({"default": {}, "syn": {"sources": ["studies/synthetic/rephrased"],
+                                       "mix": {"pretrain": {"domains": {"rephrased": {"weight": 0.1}}}}}})
+    r = recipe_params(p, "syn")
+    assert r["sources"] == ["studies/synthetic/rephrased"] and "rephrased" in r["mix"]["pretrain"]["domains"]
+    assert first_changed(p, r) == "filter"    # even though its first changed section is mix
+    assert recipe_params(p, "default")["sources"] == []
+    with pytest.raises(ParamsError, match="recipes.bad.sources: a list of directories"):
+        recipe_params(params({"default": {}, "bad": {"sources": "studies/x"}}), "bad")
+
+
+def test_every_recipe_source_is_a_dependency_of_the_recipe_stage():
+    # a recipe's data rebuilds when the extra source it filters (the rephrased data) changes
+    study = yaml.safe_load((REPO / "studies" / "dvc.yaml").read_text())["stages"]["ablation_data"]["do"]
+    demo = yaml.safe_load((REPO / "params.yaml").read_text())["studies"]["ablation"]["recipes"]
+    sources = {s for r in demo.values() for s in (r or {}).get("sources", [])}
+    assert sources and sources <= set(study["deps"])

@@ -14,7 +14,9 @@ from lmbuild.params import ParamsError, load_params, load_spec, validate_section
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 # the sections of the main pipeline; `studies` is read by studies/dvc.yaml (its own test below)
 STAGE_SECTIONS = [s for s in PARAMS if s not in ("common", "studies")]
-PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+# both pipelines' stages: a section such as `rephrase` is read by a stage of studies/dvc.yaml
+PIPELINE = {**yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"],
+            **{f"studies/dvc.yaml:{k}": v for k, v in yaml.safe_load((REPO / "studies/dvc.yaml").read_text())["stages"].items()}}
 
 
 def stage_reading(section: str) -> str:
@@ -22,7 +24,7 @@ def stage_reading(section: str) -> str:
     for name, st in PIPELINE.items():
         if any(p == section or str(p).startswith(section + ".") for p in st.get("params", [])):
             return name
-    raise AssertionError(f"params.yaml: section {section} is read by no stage in dvc.yaml")
+    raise AssertionError(f"params.yaml: section {section} is read by no stage in dvc.yaml or studies/dvc.yaml")
 
 
 def test_params_yaml_validates_every_section():
@@ -86,7 +88,7 @@ def test_bad_params_stop_the_stage_before_any_work(project, section, kind, mutat
     if section == "common":
         proc = project.run(stage, check=False)
     else:
-        proc = run_stage_in_process(project.root, stage)
+        proc = run_stage_in_process(project.root, stage.removeprefix("studies/dvc.yaml:"))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert any(line.startswith("params.yaml: ") and expected in line for line in lines), proc.stderr

@@ -78,7 +78,7 @@ def test_lib_deps_are_exactly_the_imports():
         body = st.get("do", st)
         assert body["wdir"] == ".." and body["desc"], name
         assert scripts[name] in ("stages/study_proxy.py", "stages/study_fit.py", "stages/study_method.py",
-                                 "stages/study_ablation.py"), name
+                                 "stages/study_ablation.py", "stages/rephrase.py"), name
         if name.startswith("code_"):  # the script's fingerprint: the script and its imports in, one digest out
             assert body["deps"][0] == scripts[name] and body["outs"] == [{fingerprint_path(scripts[name]): {"cache": False}}]
         else:  # a study stage: its code through that digest only

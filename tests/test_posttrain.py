@@ -450,3 +450,31 @@ def test_lora_dpo_exports_a_merged_model(chain, tmp_path, monkeypatch):
     changed = {k for k in start if not torch.equal(start[k], out[k])}
     assert changed == {k for k in start if k.split(".")[-2] in ("q_proj", "v_proj")}
     assert 0 < met["parameters_trainable"] < met["parameters"]
+
+
+@pytest.fixture(scope="module")
+def moe_chain(base, tmp_path_factory):
+    """sft, dpo_pairs and dpo from a tiny OLMoE (4 experts, top-2) as models/anneal."""
+    root = tmp_path_factory.mktemp("moe_post")
+    moe = {"num_experts": 4, "experts_per_token": 2, "expert_size": 16, "shared_expert_size": None,
+           "router_aux_loss_coef": 0.01, "router_z_loss_coef": 0.001}
+    tiny_chat_llama(root / "models/tokenizer", root / "models/anneal", model={"type": "olmoe", "moe": moe})
+    shutil.copy(base / "chat.jsonl", root / "chat.jsonl")
+    make_project(root)
+    for stage in ("sft", "dpo_pairs", "dpo"):
+        run(root, stage)
+    return root
+
+
+def test_post_training_runs_unchanged_on_a_mixture_of_experts_model(moe_chain):
+    # an MoE from pretrain is a plain HF model: the post-training stages take it as they take a dense one
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    for stage in ("sft", "dpo"):
+        model = AutoModelForCausalLM.from_pretrained(moe_chain / "models" / stage)
+        assert type(model).__name__ == "OlmoeForCausalLM" and model.config.num_experts == 4
+        assert chat_answer(moe_chain / "models" / stage, "Sort: 3 1 2")
+    sft = json.loads((moe_chain / "metrics/sft.json").read_text())
+    vocab = len(AutoTokenizer.from_pretrained(moe_chain / "models/sft"))
+    assert sft["val_loss"] < math.log(vocab)    # it learnt from uniform
+    dpo = json.loads((moe_chain / "metrics/dpo.json").read_text())
+    assert "train.reward_accuracy" in dpo and math.isfinite(dpo["train_loss"])

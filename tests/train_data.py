@@ -62,17 +62,17 @@ FOREIGN_SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "Sort: 3
 
 
 def tiny_chat_llama(tok_dir: Path, model_dir: Path, n_docs: int = 300, width: int = 32, seed: int = 0,
-                    texts: tuple[str, ...] = ()):
+                    texts: tuple[str, ...] = (), model: dict | None = None):
     """A tiny random Llama (2 layers, `width` wide (MLP 2 x width), 128 positions, weights from
     `seed`) exported with a chat tokenizer trained on synthetic documents, a sort/count line and
-    `texts`; returns the tokenizer."""
+    `texts`; returns the tokenizer. `model`: pretrain.model keys over these (another type, an MoE)."""
     from lmbuild.params import validate_section
     from lmbuild.train.export import export_model
     from lmbuild.train.model import build_model
     tok = make_tokenizer([t for _, t in synthetic_docs(n_docs)] + ["Sort: 3 1 2 Answer: 1 2 3 Count a in: a b a"]
                          + list(texts), tok_dir, 512)
     m = {**validate_section("pretrain", {})["model"], "hidden_size": width, "num_layers": 2, "num_heads": 4,
-         "intermediate_size": 2 * width, "max_length": 128}
+         "intermediate_size": 2 * width, "max_length": 128, **(model or {})}
     eot, pad = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|pad|>")
     export_model(build_model(m, len(tok), eot, pad, seed), tok_dir, model_dir, [eot], pad)
     return tok

@@ -166,12 +166,23 @@ def run_task(task: dict) -> dict:
     return stats
 
 
-def filter_corpus(params: dict, raw_dir: Path, kept_dir: Path, rejected_dir: Path) -> tuple[dict, list[dict]]:
-    """Run the stage; return (metrics tree, plot rows of removals per rule and source)."""
+def filter_corpus(params: dict, raw_dir: Path | list[Path], kept_dir: Path, rejected_dir: Path) -> tuple[dict, list[dict]]:
+    """Run the stage; return (metrics tree, plot rows of removals per rule and source). raw_dir:
+    one directory of `<source>/*.parquet` shards, or several (the data ablation adds a source
+    written elsewhere, such as the rephrase stage's, to data/raw)."""
     cfg = params["filter"]
-    shards = list_shards(raw_dir, "*/*.parquet")
+    dirs = raw_dir if isinstance(raw_dir, list) else [raw_dir]
+    shards = [s for d in dirs for s in list_shards(d, "*/*.parquet")]
+    homes = defaultdict(set)
+    for s in shards:
+        homes[s.parent.name].add(s.parent)
+    clash = sorted(n for n, h in homes.items() if len(h) > 1)
+    if clash:
+        raise FileNotFoundError(f"source(s) {', '.join(clash)} appear in more than one of {', '.join(map(str, dirs))}; "
+                                f"a source's name must be unique")
     if not shards:
-        raise FileNotFoundError(f"{raw_dir}: no shards to filter; run the acquire stage first (dvc repro acquire)")
+        raise FileNotFoundError(f"{', '.join(map(str, dirs))}: no shards to filter; run the acquire stage first "
+                                f"(dvc repro acquire)")
     bad_words = read_bad_words(cfg["rules"]["c4"].get("bad_words_file"))
     for where in presidio_requests(cfg)[:1]:
         pii_presidio.check_installed(where)  # ParamsError before any work if it is missing

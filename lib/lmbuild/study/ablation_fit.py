@@ -105,6 +105,12 @@ def _report(cfg: dict, metrics: dict, names: list[str], seeds: list[int], recipe
         tokens = rec.get("stages", {}).get("tokenize", {}).get("pretrain_tokens")
         rl.append(f"| {r} | `{json.dumps(rec.get('overlay', {}), sort_keys=True)}` | "
                   f"{rec.get('start') or 'the main pipeline'} | {f'{tokens:,}' if tokens else 'data/tokens'} |")
+    extra = [(r, src, v) for r in names for src, v in recipes.get(r, {}).get("stages", {}).get("filter", {})
+             .get("sources", {}).items()]
+    if extra:   # sources a recipe adds (e.g. rephrased data): how much of each the filter kept
+        rl += ["", "Sources a recipe adds beside data/raw, through the same filter:", "",
+               "| recipe | source | documents | kept by the filter |", "|---|---|---|---|"]
+        rl += [f"| {r} | {src} | {v['documents_in']:,} | {v['documents_kept']:,} |" for r, src, v in extra]
     hl = [f"| recipe | bpb.all diff vs {cfg['baseline']} | beyond noise on (better / worse) |", "|---|---|---|"]
     for r, h in metrics["headline"].items():
         marks = [f"{k} ({'better' if metrics['metrics'][k][r]['better'] else 'worse'})" for k in moved(metrics["metrics"], r)]

@@ -3,7 +3,10 @@ recipe and seed, all scored by the same eval suite on the same held-out document
 recipe's difference to the baseline with its standard error.
 
 A recipe is an overlay on the data stages' params (`studies.ablation.recipes.<name>`: keys of
-filter, dedup, rate, mix, decontaminate), e.g. `{dedup: {minhash: {enabled: false}}}`. Its data is
+filter, dedup, rate, mix, decontaminate), e.g. `{dedup: {minhash: {enabled: false}}}`, and may
+name `sources`: directories of raw shards (`<source>/*.parquet`, such as the rephrase stage's
+rewrites) that its filter reads beside data/raw, so that they are filtered, deduplicated and
+mixed like the sources acquire read (its mix overlay gives their domain a weight). Its data is
 built from the first stage the overlay changes: the stages before it are the main pipeline's,
 read from data/ (cached by DVC), and the stages from it on run into
 studies/ablation/data/<recipe>/ with the recipe's params. A recipe that changes nothing (the
@@ -70,13 +73,17 @@ def recipe_params(params: dict, name: str) -> dict:
     recipes = params["studies"]["ablation"]["recipes"]
     if name not in recipes:
         raise StudyError(f"unknown recipe {name!r}; studies.ablation.recipes has {', '.join(recipes)}")
-    overlay = recipes[name] or {}
+    overlay = dict(recipes[name] or {})
+    sources = overlay.pop("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(p, str) and p for p in sources):
+        raise ParamsError([f"params.yaml: studies.ablation.recipes.{name}.sources: a list of directories of raw "
+                           f"shards, got {sources!r}"])
     bad = sorted(set(overlay) - set(STAGES))
     if bad:
         raise ParamsError([f"params.yaml: studies.ablation.recipes.{name}: {', '.join(bad)} cannot be ablated "
                            f"here; a recipe overlays {', '.join(STAGES)} (the tokenizer and eval stay fixed so "
                            f"recipes compare)"])
-    out, problems = dict(params), []
+    out, problems = {**params, "sources": sources}, []
     for section, values in overlay.items():
         try:
             out[section] = validate_section(section, deep_merge(params[section], values))
@@ -89,7 +96,10 @@ def recipe_params(params: dict, name: str) -> dict:
 
 
 def first_changed(params: dict, recipe: dict) -> str | None:
-    """The first data stage whose params the recipe changes (None: the recipe is the main data)."""
+    """The first data stage whose params the recipe changes (None: the recipe is the main data);
+    a recipe with extra sources starts at the filter, which reads them."""
+    if recipe.get("sources"):
+        return STAGES[0]
     return next((s for s in STAGES if recipe[s] != params[s]), None)
 
 
@@ -145,8 +155,17 @@ def build_recipe(params: dict, name: str, out: Path = ROOT / "data") -> dict:
             for stage in run:
                 dst = work / stage
                 if stage == "filter":
-                    m, _ = filter_corpus(rp, src, dst, work / "filter_rejected")
+                    extra = [Path(p) for p in rp["sources"]]
+                    missing = [str(p) for p in extra if not p.is_dir()]
+                    if missing:
+                        raise StudyError(f"params.yaml: studies.ablation.recipes.{name}.sources: {', '.join(missing)} "
+                                         f"missing; build it first (for the rephrased data: dvc repro "
+                                         f"studies/dvc.yaml:rephrase)")
+                    m, _ = filter_corpus(rp, [src, *extra], dst, work / "filter_rejected")
                     summary = {k: m[k] for k in ("documents_in", "documents_kept", "kept_fraction")}
+                    summary["sources"] = {s: {k: v[k] for k in ("documents_in", "documents_kept")}
+                                          for s, v in m["sources"].items() if any(s == p.name for e in extra
+                                                                                  for p in e.iterdir())}
                 elif stage == "dedup":
                     m, _, _ = dedup_corpus(resolve(rp), rp["common"], src, dst, work / "dedup_removed")
                     summary = {k: m[k] for k in ("documents_in", "documents_kept", "exact_duplicate_rate",
