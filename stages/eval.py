@@ -2,11 +2,13 @@
 pretrain, anneal, sft, dpo and rlvr, so a changed model re-evaluates only itself).
 
 Reads:  models/<stage>/, data/mix/val/ (bits per byte), data/eval_sets/ and evals/ (your own
-        multiple-choice and preference files), the tasks' test split (from params)
+        multiple-choice and preference files, harness task files in harness_tasks/), the tasks'
+        test split (from params), harness.data_dir (the harness tasks' datasets, offline)
 Writes: data/eval/<stage>/metrics.json (bpb per domain, task accuracy, multiple-choice acc and
-        acc_norm, preference accuracy), data/eval/<stage>/generations.jsonl; the report stage
-        gathers every stage's numbers into metrics/eval.json
-Params: common (seed), tasks, eval
+        acc_norm, preference accuracy, the lm-evaluation-harness tasks of `harness`),
+        data/eval/<stage>/generations.jsonl, data/eval/<stage>/items/; the report stage gathers
+        every stage's numbers into metrics/eval.json
+Params: common (seed), tasks, eval, harness
 Run:    dvc repro eval@sft   (or python -m stages.eval sft)
 """
 
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from lmbuild.eval.data import EvalDataError
+from lmbuild.eval.harness import HarnessError, evaluate_with_harness
 from lmbuild.eval.model_eval import evaluate_stage
 from lmbuild.eval.multiple_choice import TaskFileError
 from lmbuild.model_stages import MODEL_STAGES
@@ -28,10 +31,11 @@ def main() -> None:
         print(f"usage: python -m stages.eval STAGE  (one of {', '.join(STAGES)})", file=sys.stderr)
         raise SystemExit(2)
     stage = sys.argv[1]
-    params = load_params_or_exit("eval", shared=("tasks",))
-    with stage_errors("eval", EvalDataError, TaskFileError, ShardError, ParamsError, FileNotFoundError,
+    params = load_params_or_exit("eval", shared=("tasks", "harness"))
+    with stage_errors("eval", EvalDataError, TaskFileError, ShardError, ParamsError, FileNotFoundError, HarnessError,
                       label=f"eval {stage}"):
-        m = evaluate_stage(params, stage, Path("models") / stage, Path("data/eval") / stage, Path("data/mix/val"))
+        m = evaluate_with_harness(params, stage, Path("models") / stage, Path("data/eval") / stage,
+                                  Path("data/mix/val"), evaluate_stage)
     mc = f", multiple choice {m['mc_acc_norm_mean']:.3f}" if "mc_acc_norm_mean" in m else ""
     print(f"eval {stage}: bpb {m['bpb']['all']:.3f}, task accuracy {m['task_accuracy']:.3f}{mc} "
           f"-> data/eval/{stage}", file=sys.stderr)

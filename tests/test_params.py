@@ -22,14 +22,15 @@ PIPELINE = {**yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"],
 def stage_reading(section: str) -> str:
     """The first pipeline stage whose params name the section (whole or a key in it)."""
     for name, st in PIPELINE.items():
-        if any(p == section or str(p).startswith(section + ".") for p in st.get("params", [])):
+        if any(p == section or str(p).startswith(section + ".") for p in st.get("do", st).get("params", [])):
             return name
     raise AssertionError(f"params.yaml: section {section} is read by no stage in dvc.yaml or studies/dvc.yaml")
 
 
 def test_params_yaml_validates_every_section():
     for section in STAGE_SECTIONS:
-        shared = tuple(s for s in STAGE_SECTIONS if s != section and s in PIPELINE[stage_reading(section)]["params"])
+        reader = PIPELINE[stage_reading(section)]
+        shared = tuple(s for s in STAGE_SECTIONS if s != section and s in reader.get("do", reader)["params"])
         out = load_params(section, REPO / "params.yaml", shared=shared)
         assert set(out) == {"common", section, *shared}
 
@@ -88,7 +89,9 @@ def test_bad_params_stop_the_stage_before_any_work(project, section, kind, mutat
     if section == "common":
         proc = project.run(stage, check=False)
     else:
-        proc = run_stage_in_process(project.root, stage.removeprefix("studies/dvc.yaml:"))
+        # a foreach stage (eval@<stage>) runs for its first item
+        item = (str(PIPELINE[stage]["foreach"][0]),) if "foreach" in PIPELINE[stage] else ()
+        proc = run_stage_in_process(project.root, stage.removeprefix("studies/dvc.yaml:"), item)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert any(line.startswith("params.yaml: ") and expected in line for line in lines), proc.stderr

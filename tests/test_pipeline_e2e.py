@@ -50,11 +50,13 @@ def digest(root: Path, stages=None) -> dict[str, bytes]:
 
 
 def scratch_project(root: Path, params: dict) -> Project:
-    """A scratch project with these params and the repository's own eval sets (evals/), which the
-    reference run (a git copy of the repository) has too."""
+    """A scratch project with these params and the repository's own eval sets (evals/) and
+    harness task files (harness_tasks/), which the reference run (a git copy of the repository)
+    has too."""
     project = Project(root)
     project.write_params(params)
     shutil.copytree(REPO / "evals", root / "evals", dirs_exist_ok=True)
+    shutil.copytree(REPO / "harness_tasks", root / "harness_tasks", dirs_exist_ok=True)
     return project
 
 
@@ -284,6 +286,8 @@ SMALL_TRAINING = {
              "eval": {"every_steps": 2, "batch_size": 32, "samples": 2}, "checkpoint": {"every_steps": 2}},
     "eval": {"bpb": {"max_docs_per_domain": 2, "max_bytes_per_domain": 2000}, "prompts": ["Sort: 3 1"],
              "max_new_tokens": 8, "sets": {"cloze": {"per_domain": 8, "per_doc": 2, "context_words": 16}}},
+    "harness": {"tasks": [{"name": "lmbuild_task_choice", "limit": 8}, {"name": "lmbuild_task_answer", "limit": 4},
+                          {"name": "lmbuild_heldout_text", "limit": 2}]},
 }
 
 
@@ -431,6 +435,7 @@ def test_dvc_reruns_only_what_changed(pipeline_run, tmp_path):
     # clone compares two commits item by item without the DVC cache
     ev = json.loads((clone / "metrics/eval.json").read_text())
     assert {"task_accuracy_stderr", "mc_acc_norm_mean_stderr"} <= set(ev["sft"]) and "all_stderr" in ev["sft"]["bpb"]
+    assert {"acc", "acc_stderr", "acc_norm"} <= set(ev["sft"]["harness"]["lmbuild_task_choice"])   # the harness tasks
     tracked = subprocess.run(["git", "ls-files", "data/eval/sft/items"], cwd=clone, capture_output=True, text=True)
     assert "data/eval/sft/items/tasks.jsonl" in tracked.stdout.split()
     cmp = subprocess.run([sys.executable, "-m", "lmbuild.compare", "HEAD~1", "HEAD"], cwd=clone, capture_output=True,

@@ -26,9 +26,11 @@ OWN_SECTION = {"dpo_pairs": "dpo", "eval_sets": "eval", "contamination": "eval"}
 # Reads of another stage's section: contamination regenerates rlvr's prompt pool to check it;
 # decontaminate builds the eval items as contamination does (eval.bpb caps the held-out text)
 # and takes its n-gram definition from eval.contamination, so removal matches the measurement;
-# judge asks the held-out prompts of sft's chat files.
+# judge asks the held-out prompts of sft's chat files; the eval stages run the harness tasks of
+# `harness` (a section of its own, so that the studies' proxies, which read `eval`, keep theirs).
 CROSS_READS = {"contamination": {"rlvr.prompts_per_family", "rlvr.seed"},
-               "decontaminate": {"eval.bpb", "eval.contamination"}, "judge": {"sft.sources"}}
+               "decontaminate": {"eval.bpb", "eval.contamination"}, "judge": {"sft.sources"},
+               "eval": {"harness"}}
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -32,7 +32,7 @@ from . import stats
 from .report.collect import flat
 
 WORKSPACE = "workspace"
-ITEM_FILES = ("tasks", "bpb", "mc", "preferences")
+ITEM_FILES = ("tasks", "bpb", "mc", "preferences", "harness")
 
 
 class CompareError(Exception):
@@ -120,6 +120,9 @@ def _select(key: str, items: dict[str, list[dict]]) -> tuple[str, dict[str, tupl
     if parts[0] == "mc" and len(parts) == 3 and parts[2] in ("acc", "acc_norm") and "mc" in items:
         field = "correct" if parts[2] == "acc" else "correct_norm"
         sel = {r["id"]: (r[field], 1.0) for r in items["mc"] if r["task"] == parts[1]}
+        return ("mean", sel) if sel else None
+    if parts[0] == "harness" and len(parts) == 3 and "harness" in items:   # harness.<task>.<metric>
+        sel = {r["id"]: (r[parts[2]], 1.0) for r in items["harness"] if r["task"] == parts[1] and parts[2] in r}
         return ("mean", sel) if sel else None
     if parts[0] == "preference" and len(parts) == 3 and "preferences" in items:
         rows = [r for r in items["preferences"] if r["set"] == parts[1]]

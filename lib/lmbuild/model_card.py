@@ -87,6 +87,14 @@ def model_index(stage: str, ev: dict) -> list[dict]:
             results.append({"task": {"type": "text-classification", "name": f"preference accuracy ({name})"},
                             "dataset": {"type": f"lmbuild/{name}", "name": f"held-out {name} pairs"},
                             "metrics": [_metric("accuracy", "chosen over rejected", r["accuracy"], r.get("accuracy_stderr"))]})
+    for task, r in sorted((ev.get("harness") or {}).items()):   # lm-evaluation-harness tasks
+        names = sorted(k for k, v in r.items() if not k.endswith("_stderr") and isinstance(v, (int, float))
+                       and k not in ("samples", "num_fewshot", "chat_template"))
+        if names:
+            results.append({"task": {"type": "text-generation", "name": f"{task} (lm-evaluation-harness, "
+                                                                        f"{r.get('num_fewshot', 0)}-shot)"},
+                            "dataset": {"type": task, "name": task},
+                            "metrics": [_metric(n, n, r[n], r.get(f"{n}_stderr")) for n in names]})
     return [{"name": f"lmbuild-{stage}", "results": results}]
 
 

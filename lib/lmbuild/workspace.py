@@ -45,7 +45,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def make(root: Path, overrides: dict[str, Any], links: list[str], repo: Path = REPO) -> Path:
     """A fresh workspace at `root`: params.yaml with `overrides`, `links` (paths relative to the
-    repository: upstream outputs to start from) symlinked, stages/ and assets/ linked."""
+    repository: upstream outputs to start from) symlinked, stages/, assets/, evals/ and
+    harness_tasks/ linked."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -53,7 +54,7 @@ def make(root: Path, overrides: dict[str, Any], links: list[str], repo: Path = R
     for key, value in overrides.items():
         set_dotted(params, key, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for rel in ["stages", "assets", "evals", *links]:
+    for rel in ["stages", "assets", "evals", "harness_tasks", *links]:
         src, dst = repo / rel, root / rel
         if not src.exists():
             raise FileNotFoundError(f"{src}: missing; run `make repro` (or `dvc repro`) first")
