@@ -15,6 +15,7 @@ Run:    dvc repro eval@sft   (or python -m stages.eval sft)
 import sys
 from pathlib import Path
 
+from lmbuild.eval.core import CoreError
 from lmbuild.eval.data import EvalDataError
 from lmbuild.eval.harness import HarnessError, evaluate_with_harness
 from lmbuild.eval.model_eval import evaluate_stage
@@ -33,7 +34,7 @@ def main() -> None:
     stage = sys.argv[1]
     params = load_params_or_exit("eval", shared=("tasks", "harness"))
     with stage_errors("eval", EvalDataError, TaskFileError, ShardError, ParamsError, FileNotFoundError, HarnessError,
-                      label=f"eval {stage}"):
+                      CoreError, label=f"eval {stage}"):
         m = evaluate_with_harness(params, stage, Path("models") / stage, Path("data/eval") / stage,
                                   Path("data/mix/val"), evaluate_stage)
     mc = f", multiple choice {m['mc_acc_norm_mean']:.3f}" if "mc_acc_norm_mean" in m else ""

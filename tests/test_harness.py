@@ -115,3 +115,29 @@ def test_harness_tasks_of_each_request_type_land_in_the_stage_outputs(setup, tmp
     assert paired_stderr("harness.t_choice.acc", {"harness": rows}, {"harness": flipped}) > 0
     names = [r["task"]["name"] for r in model_index(stage, saved)[0]["results"]]
     assert "t_choice (lm-evaluation-harness, 0-shot)" in names
+
+
+def test_core_runs_from_a_local_bundle_and_a_broken_one_stops_before_the_model(setup, tmp_path):
+    from lmbuild.eval.core import CoreError
+    from test_core_score import write_bundle
+    root, tasks = setup
+    bundle = tmp_path / "bundle"
+    write_bundle(bundle, [{"label": "mc", "icl_task_type": "multiple_choice", "dataset_uri": "mc.jsonl", "num_fewshot": [1]},
+                          {"label": "lm", "icl_task_type": "language_modeling", "dataset_uri": "lm.jsonl", "num_fewshot": [0]}],
+                 {"mc": 50.0, "lm": 0.0},
+                 {"mc.jsonl": [{"query": f"Sort: {a} 1", "choices": [f"1 {a}", f"{a} 1"], "gold": 0} for a in range(2, 9)],
+                  "lm.jsonl": [{"context": f"Sort: {a} 1 Answer:", "continuation": f"1 {a}"} for a in range(2, 9)]})
+    params = {"common": {"seed": 1}, "eval": validate_section("eval", {}),
+              "harness": validate_section("harness", {"include_path": str(tasks), "core": {"bundle": str(bundle)}})}
+    m = evaluate_with_harness(params, "pretrain", root / "model", tmp_path / "out", tmp_path, own_eval)
+    per = m["core"]["tasks"]
+    assert set(per) == {"mc", "lm"} and per["mc"]["items"] == 7 and per["mc"]["num_fewshot"] == 1
+    assert per["mc"]["centred"] == pytest.approx((per["mc"]["accuracy"] - 0.5) / 0.5)
+    assert m["core"]["score"] == pytest.approx((per["mc"]["centred"] + per["lm"]["centred"]) / 2)
+    assert len((tmp_path / "out" / "items" / "core.jsonl").read_text().splitlines()) == 14
+    (bundle / "eval_meta_data.csv").write_text("Eval Task,Random baseline\nmc,50\n")   # no chance level for lm
+
+    def must_not_run(*a):
+        raise AssertionError("the own eval ran before the bundle was checked")
+    with pytest.raises(CoreError):
+        evaluate_with_harness(params, "pretrain", root / "model", tmp_path / "out2", tmp_path, must_not_run)

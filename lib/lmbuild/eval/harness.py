@@ -20,6 +20,10 @@ own multiple-choice scorer does).
 Outputs: metrics `harness.<task>.<metric>[_<filter>]` with `..._stderr` (the harness's own
 standard errors), and per-sample rows (items/harness.jsonl: task, id, one value per metric) so
 that lmbuild.compare pairs two models on the same documents.
+
+CORE (`harness.core.bundle`: a local copy of DCLM's eval bundle) runs in the same pass with
+lmbuild.eval.core: `core.score` (mean centred accuracy) with its standard error and `core.tasks.
+<label>.*` per task, per-item rows in items/core.jsonl.
 """
 
 from __future__ import annotations
@@ -177,25 +181,66 @@ def evaluate_with_harness(params: dict, stage: str, model_dir: Path, out_dir: Pa
     from ..lm.model import choose_attention, load_model
     from ..shards import atomic_dir
 
+    from .core import read_bundle
+
     cfg = params["harness"]
     tm, planned = plan(cfg, stage in params["eval"]["chat_stages"], log) if cfg["tasks"] else (None, [])
+    bundle = read_bundle(Path(cfg["core"]["bundle"])) if cfg["core"]["bundle"] else []   # checked before any model loads
     with atomic_dir(out_dir) as tmp:
         metrics = evaluate(params, stage, model_dir, tmp / "own", val_root)
         for f in sorted((tmp / "own").iterdir()):
             os.replace(f, tmp / f.name)
         (tmp / "own").rmdir()
-        if planned:
+        if planned or bundle:
             t0 = time.perf_counter()
             device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
             tok = AutoTokenizer.from_pretrained(model_dir)
             model = load_model(model_dir, choose_attention(params["eval"]["attn_implementation"], device))
-            metrics["harness"], rows = run(model.to(device).eval(), tok, tm, planned, cfg,
-                                           seed=params["common"]["seed"], device=device, log=log)
+            model = model.to(device).eval()
+            if planned:
+                metrics["harness"], rows = run(model, tok, tm, planned, cfg, seed=params["common"]["seed"],
+                                               device=device, log=log)
+                _write_rows(tmp / "items" / "harness.jsonl", rows)
+            if bundle:
+                metrics["core"], rows = core(model, tok, bundle, cfg)
+                _write_rows(tmp / "items" / "core.jsonl", rows)
+                log(f"eval {stage}: CORE {metrics['core']['score']:.4f} +- {metrics['core']['score_stderr']:.4f} "
+                    f"over {len(bundle)} tasks")
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-            (tmp / "items" / "harness.jsonl").write_text(
-                "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
-            log(f"eval {stage}: {len(planned)} harness task(s) ({time.perf_counter() - t0:.1f} s)")
+            log(f"eval {stage}: {len(planned)} harness task(s){', CORE' if bundle else ''} "
+                f"({time.perf_counter() - t0:.1f} s)")
     return metrics
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    import json
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
+
+
+def core(model, tok, tasks: list, cfg: dict) -> tuple[dict, list[dict]]:
+    """CORE over the bundle's tasks (lmbuild.eval.core): every sequence starts with the model's
+    BOS (<|endoftext|> in lmbuild's tokenizers), as DCLM's harness scores it."""
+    import torch
+
+    from ..lm.chat import chat_ids
+    from ..tokenize.chat_template import EOT
+    from .core import core_score, score_task
+
+    bos = tok.convert_tokens_to_ids(EOT) if EOT in tok.get_vocab() else (tok.bos_token_id or tok.eos_token_id)
+    _, pad = chat_ids(tok)
+
+    def encode(text: str) -> list[int]:
+        return [bos] + tok(text, add_special_tokens=False)["input_ids"]
+
+    per, rows = {}, []
+    max_len = getattr(model.config, "max_position_embeddings", 2048)
+    with torch.no_grad():
+        for task in tasks:
+            per[task.label], r = score_task(model, encode, task, pad_id=pad, max_len=max_len,
+                                            batch_size=cfg["batch_size"], max_items=cfg["core"]["max_items"])
+            rows += r
+    c = core_score(per)
+    return {"score": c["core"], "score_stderr": c["core_stderr"], "tasks": per}, rows
 
 
 def fetch(names: list[str], to: str, include_path: str | None = None) -> None:
