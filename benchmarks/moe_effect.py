@@ -18,10 +18,7 @@ Writes reports/moe_effect.{json,md}, with the CPU, threads and load.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -31,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from lmbuild.workspace import REPO  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_robustness import cpu_model  # noqa: E402
-from seed_stats import arms_table, common_args, stage_run, write_report  # noqa: E402
+from seed_stats import arms_table, common_args, machine_line, run_plan, stage_run, write_report  # noqa: E402
 
 COLUMNS = [("val_loss", "held-out loss", True), ("val_loss_domain.code", "held-out loss, code", True),
            ("val_loss_domain.encyclopedic", "held-out loss, encyclopedic", True),
@@ -65,23 +61,17 @@ def main() -> int:
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--top-k", type=int, default=2)
     args = ap.parse_args()
-    threads = args.threads or (2 if args.jobs == 1 else 1)
     plan = [(arm, over, s, p) for p in args.precisions for s in args.seeds
             for arm, over in arms(args.experts, args.top_k).items()]
-    t0 = time.time()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda job: one_run(args.work, *job, threads, args.reuse), plan))
-    load = os.getloadavg()[0]
+    rows, where = run_plan(args, plan, lambda job, threads: one_run(args.work, *job, threads, args.reuse))
     size = {r["arm"]: (r["parameters_active"], r["parameters"]) for r in rows}
-    head = (f"# Mixture-of-experts against dense at equal active parameters\n\n{len(rows)} pretrain runs on "
-            f"{cpu_model()} ({os.cpu_count()} cores; {args.jobs} at a time with {threads} thread(s) each, load "
-            f"average at the end {load:.1f}, {(time.time() - t0) / 60:.0f} minutes). dense: {size['dense'][1]:,} "
+    head = (f"# Mixture-of-experts against dense at equal active parameters\n\n"
+            f"{machine_line(len(rows), 'pretrain runs', where)}. dense: {size['dense'][1]:,} "
             f"parameters; moe: {args.experts} experts, top-{args.top_k}, {size['moe'][0]:,} active of "
             f"{size['moe'][1]:,}. Same tokens (the demo's pretrain budget). Loss in nats per token; mean +- "
             f"standard error over seeds (n).\n")
     md = "\n".join([head, *arms_table(rows, "arm", ["dense", "moe"], "dense", COLUMNS, "arm")])
-    write_report(args.out, md, {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads, "load_at_end": round(load, 1),
-                                "experts": args.experts, "top_k": args.top_k, "runs": rows})
+    write_report(args.out, md, {**where, "experts": args.experts, "top_k": args.top_k, "runs": rows})
     return 0
 
 

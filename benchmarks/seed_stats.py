@@ -1,7 +1,8 @@
 """Two arms of a benchmark compared over seeds: the per-seed differences, their mean and standard
 error, and a 95% Student's t interval (3 to 5 seeds: t = 4.30 to 2.78, not the normal 1.96),
 with a verdict a table can print; and the table of several arms over seeds and precisions, each
-against a baseline arm. Shared by the benchmarks that compare training recipes."""
+against a baseline arm; and how the runs are spread over the cores, with the machine line every
+report opens with. Shared by the benchmarks that compare training recipes."""
 
 from __future__ import annotations
 
@@ -97,3 +98,27 @@ def write_report(out: Path, md: str, payload: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     out.with_suffix(".md").write_text(md)
     print(md)
+
+
+def run_plan(args, plan: list, run_one) -> tuple[list[dict], dict]:
+    """Every job of `plan` through `run_one(job, threads)`, args.jobs at a time (2 threads each
+    when one at a time, else 1, unless --threads); returns (rows, where they ran: CPU, jobs,
+    threads, load average at the end, minutes)."""
+    import os
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from demo_robustness import cpu_model
+    threads = args.threads or (2 if args.jobs == 1 else 1)
+    t0 = time.time()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda job: run_one(job, threads), plan))
+    return rows, {"cpu": cpu_model(), "jobs": args.jobs, "threads": threads,
+                  "load_at_end": round(os.getloadavg()[0], 1), "minutes": (time.time() - t0) / 60}
+
+
+def machine_line(n: int, what: str, where: dict) -> str:
+    """'12 pretrain runs on <CPU> (2 cores; 1 at a time with 2 thread(s) each, load ..., N minutes)'."""
+    import os
+    return (f"{n} {what} on {where['cpu']} ({os.cpu_count()} cores; {where['jobs']} at a time with "
+            f"{where['threads']} thread(s) each, load average at the end {where['load_at_end']:.1f}, "
+            f"{where['minutes']:.0f} minutes)")

@@ -43,9 +43,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def make(root: Path, overrides: dict[str, Any], links: list[str], repo: Path = REPO) -> Path:
+def make(root: Path, overrides: dict[str, Any], links: list, repo: Path = REPO) -> Path:
     """A fresh workspace at `root`: params.yaml with `overrides`, `links` (paths relative to the
-    repository: upstream outputs to start from) symlinked, stages/, assets/, evals/ and
+    repository: upstream outputs to start from; a (here, there) pair links another path in)
+    symlinked, stages/, assets/, evals/ and
     harness_tasks/ linked."""
     if root.exists():
         shutil.rmtree(root)
@@ -54,8 +55,9 @@ def make(root: Path, overrides: dict[str, Any], links: list[str], repo: Path = R
     for key, value in overrides.items():
         set_dotted(params, key, value)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for rel in ["stages", "assets", "evals", "harness_tasks", *links]:
-        src, dst = repo / rel, root / rel
+    for link in ["stages", "assets", "evals", "harness_tasks", *links]:
+        dst_rel, src_rel = link if isinstance(link, tuple) else (link, link)   # (path here, path in the repository)
+        src, dst = repo / src_rel, root / dst_rel
         if not src.exists():
             raise FileNotFoundError(f"{src}: missing; run `make repro` (or `dvc repro`) first")
         dst.parent.mkdir(parents=True, exist_ok=True)
