@@ -18,35 +18,31 @@ from lmbuild.model_card import model_index  # noqa: E402
 from lmbuild.params import validate_section  # noqa: E402
 from train_data import tiny_chat_llama  # noqa: E402
 
-MC = """task: t_choice
+# the three request types over one local JSONL file: what each task file adds to the shared head
+HEAD = """task: {name}
 dataset_path: json
 dataset_kwargs: {{data_files: {{test: {data}}}}}
 test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{query}}}}"
-doc_to_choice: "{{{{choices}}}}"
+"""
+TASKS = {
+    "t_choice": """output_type: multiple_choice
+doc_to_text: "{{query}}"
+doc_to_choice: "{{choices}}"
 doc_to_target: gold
-metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
-"""
-GEN = """task: t_answer
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
-test_split: test
-output_type: generate_until
-doc_to_text: "{{{{query}}}}"
-doc_to_target: "{{{{choices[gold]}}}}"
-generation_kwargs: {{until: ["\\n"], max_gen_toks: 4, do_sample: false}}
-metric_list: [{{metric: exact_match, aggregation: mean, higher_is_better: true}}]
-"""
-ROLL = """task: t_text
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
-test_split: test
-output_type: loglikelihood_rolling
+metric_list: [{metric: acc}, {metric: acc_norm}]
+""",
+    "t_answer": """output_type: generate_until
+doc_to_text: "{{query}}"
+doc_to_target: "{{choices[gold]}}"
+generation_kwargs: {until: ["\\n"], max_gen_toks: 4, do_sample: false}
+metric_list: [{metric: exact_match, aggregation: mean, higher_is_better: true}]
+""",
+    "t_text": """output_type: loglikelihood_rolling
 doc_to_text: ""
-doc_to_target: "{{{{query}}}}"
-metric_list: [{{metric: bits_per_byte}}]
-"""
+doc_to_target: "{{query}}"
+metric_list: [{metric: bits_per_byte}]
+""",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +55,8 @@ def setup(tmp_path_factory):
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks = root / "tasks"
     tasks.mkdir()
-    for name, text in (("choice", MC), ("answer", GEN), ("text", ROLL)):
-        (tasks / f"{name}.yaml").write_text(text.format(data=data))
+    for name, body in TASKS.items():
+        (tasks / f"{name}.yaml").write_text(HEAD.format(name=name, data=data) + body)
     return root, tasks
 
 

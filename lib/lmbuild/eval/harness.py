@@ -40,6 +40,10 @@ OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFL
 FETCH = "python -m lmbuild.eval.harness fetch"
 
 
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
 class HarnessError(ValueError):
     """A task that cannot run here; the message names the task and what to do."""
 
@@ -78,7 +82,7 @@ class Planned:
     output_types: tuple[str, ...]
 
 
-def plan(cfg: dict, chat_stage: bool, log=print) -> tuple[object, list[Planned]]:
+def plan(cfg: dict, chat_stage: bool, log=log) -> tuple[object, list[Planned]]:
     """Every configured task built offline from data_dir (its data read, nothing run), before any
     model loads; a task that is unknown or whose data is missing is one HarnessError line."""
     tm = task_manager(cfg["include_path"], [t["name"] for t in cfg["tasks"]])
@@ -118,7 +122,7 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def run(model, tok, tm, planned: list[Planned], cfg: dict, *, seed: int, device, log=print) -> tuple[dict, list[dict]]:
+def run(model, tok, tm, planned: list[Planned], cfg: dict, *, seed: int, device, log=log) -> tuple[dict, list[dict]]:
     """Run every planned task on the loaded model: (metrics per task, per-sample rows)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -160,10 +164,6 @@ def run(model, tok, tm, planned: list[Planned], cfg: dict, *, seed: int, device,
                               if not k.endswith("_stderr") and k not in ("samples", "num_fewshot", "chat_template"))
             log(f"harness {p.name}: {shown}{' (chat template)' if p.chat else ''}")
     return metrics, rows
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr)
 
 
 def evaluate_with_harness(params: dict, stage: str, model_dir: Path, out_dir: Path, val_root: Path,
