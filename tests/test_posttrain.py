@@ -129,6 +129,8 @@ def test_dpo_pairs_carry_reference_logps(chain):
         assert r["prompt_ids"] and r["chosen_ids"] and r["rejected_ids"]
     met = json.loads((chain.root / "metrics/dpo.json").read_text())
     assert 0 <= met["train.reward_accuracy"] <= 1 and "val.reward_margin" in met
+    for fam in {r["family"] for r in rows if r["split"] == "val"}:   # held-out reward accuracy per task family
+        assert 0 <= met[f"val.reward_accuracy_{fam}"] <= 1
 
 
 def test_every_loss_trains_on_the_cached_pairs(chain, tmp_path, monkeypatch):

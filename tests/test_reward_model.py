@@ -36,6 +36,14 @@ def test_bt_gradient_raises_chosen_and_lowers_rejected():
     assert (rc.grad + rr.grad).abs().max() < 1e-7  # only the difference matters (BT is shift-invariant)
 
 
+def test_pair_accuracy_by_family():
+    from lmbuild.lm.reward import accuracy_by_family
+    rows = [{"family": "sort"}, {"family": "count"}, {"family": "sort"}, {}, {"family": "count"}]
+    out = accuracy_by_family("acc", [1, 0, 1, 1, 0], rows)
+    assert list(out) == ["acc_count", "acc_count_stderr", "acc_sort", "acc_sort_stderr"]   # a pair without one: no group
+    assert out["acc_count"] == 0.0 and out["acc_sort"] == 1.0 and out["acc_sort_stderr"] == 0.0
+
+
 def test_calibration_error_by_hand():
     # margins +-log(3): confidence sigma(log 3) = 0.75 in one bin; 3 of 4 right -> ECE 0
     ln3 = math.log(3)
@@ -124,6 +132,9 @@ def test_reward_model_stage_exports_a_sequence_classifier(rm_chain):
                 "pairs_train", "pairs_val", "steps"):
         assert key in met, key
     assert 0 <= met["accuracy"] <= 1 and met["accuracy_stderr"] > 0
+    pairs = [json.loads(x) for x in (root / "data/dpo/pairs.jsonl").read_text().splitlines()]
+    families = {r["family"] for r in pairs if r["split"] == "val"}
+    assert families and all(0 <= met[f"accuracy_{f}"] <= 1 for f in families)   # per task family
     # score() on text equals the training encoding on the pair file's ids (one encoding everywhere)
     rm, rm_tok = load_reward_model(path, "judge.path")
     rows = [json.loads(x) for x in (root / "data/dpo/pairs.jsonl").read_text().splitlines()][:4]

@@ -23,6 +23,7 @@ import torch
 from lmbuild.tokenize.chat_template import IM_END
 
 from ..params import ParamsError
+from ..stats import with_stderr
 from .chat import encode_completion, encode_prompt
 from .padding import right_pad
 
@@ -91,3 +92,15 @@ def score(model, tok, prompts: list[list[dict]], completions: list[str], *, max_
     max_len = max_len or model.config.max_position_embeddings
     seqs = [encode_scored(tok, p, c, max_len) for p, c in zip(prompts, completions)]
     return score_ids(model, seqs, batch_size).tolist()
+
+
+def accuracy_by_family(name: str, right: list[float], rows: list[dict]) -> dict[str, float]:
+    """{name_<family>: mean, name_<family>_stderr: ...} of per-pair scores `right` (1 when the
+    chosen answer is ranked above the rejected one) over the pairs of each task family, in sorted
+    order; pairs without a `family` (read from pair files) count only in the overall figure."""
+    fams = [r.get("family") for r in rows]
+    out: dict[str, float] = {}
+    for f in sorted({f for f in fams if f is not None}):
+        out.update(with_stderr(f"{name}_{f}", [v for v, g in zip(right, fams) if g == f]))
+    return out
+

@@ -19,6 +19,7 @@ import torch
 from ..lm.chat import chat_ids
 from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
 from ..lm.logprobs import completion_logps, sequence_logps
+from ..lm.reward import accuracy_by_family
 from ..lm.model import choose_attention
 from ..lm.precision import precision_context
 from ..lm.start_model import start_model, start_tokenizer, weights_id
@@ -236,6 +237,7 @@ def _train_round(params: dict, *, init_model: Path, pairs_dir: Path, out_model: 
                    # over the held-out pairs: each pair is one item
                    "reward_accuracy_stderr": mean_stderr((c > r).float().tolist()),
                    "reward_margin_stderr": mean_stderr((c - r).tolist()),
+                   **accuracy_by_family("reward_accuracy", (c > r).float().tolist(), val),
                    "logp_chosen": float(torch.cat(pol_c).mean()), "logp_rejected": float(torch.cat(pol_r).mean())}
         return {**res, **accuracy(m)}
 

@@ -28,7 +28,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from ..lm.chat import chat_ids
 from ..lm.model import choose_attention
 from ..lm.padding import right_pad
-from ..lm.reward import score_ids
+from ..lm.reward import accuracy_by_family, score_ids
 from ..params import training_seed
 from ..stats import mean_stderr
 from ..train.data import EpochOrder, rank_samples
@@ -122,7 +122,9 @@ def run(params: dict, *, init_model: Path, pairs_dir: Path, out_model: Path, ckp
         return {"loss": float(bt_loss(rc, rr)), "accuracy": sum(right) / len(right),
                 "accuracy_stderr": mean_stderr(right), "margin": sum(margins) / len(margins),
                 "margin_stderr": mean_stderr(margins), "calibration_error": calibration_error(margins),
-                "reward_mean": float(r.mean()), "reward_sd": float(r.std()) if r.numel() > 1 else float("nan")}
+                "reward_mean": float(r.mean()), "reward_sd": float(r.std()) if r.numel() > 1 else float("nan"),
+                # per task family (pairs from dpo_pairs carry one; pairs from files may not)
+                **accuracy_by_family("accuracy", right, val)}
 
     total_steps = max(1, math.ceil(p["epochs"] * len(train) / p["batch_size"]))
     width = max(len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in train)
