@@ -66,12 +66,12 @@ def one_run(job: tuple, threads: int, work: Path, reuse: bool) -> dict:
     stage, label, over, seed = job
     name = f"{stage}-{slug(label)}" + (f"-s{seed}" if seed is not None else "")
     if label == "demo" and seed is None:  # the pipeline's own run
-        m = read_metrics(REPO, stage)
+        m, kept = read_metrics(REPO, stage), True
         if not m:
             raise SystemExit(f"metrics/{stage}.json: missing; run `make repro` first")
     else:
         over = {**over, **({SEED_KEY[stage]: seed} if seed is not None else {})}
-        m = stage_run(work / name, stage, over, LINKS[stage], threads, reuse)[0]
+        m, _, kept = stage_run(work / name, stage, over, LINKS[stage], threads, reuse)
     print(f"{name}: " + ", ".join(f"{k} {m.get(k, float('nan')):.4f}" for k, _ in COLUMNS[stage]),
           file=sys.stderr, flush=True)
     keys = [k for k, _ in COLUMNS[stage]]
@@ -79,7 +79,7 @@ def one_run(job: tuple, threads: int, work: Path, reuse: bool) -> dict:
     if fam:
         keys += [k for k in m if k.startswith(fam + "_") and not k.endswith("_stderr")]
     # the stage's own training time (its metrics' wall_time_s), the same for a kept run as for a new one
-    return {"run": name, "stage": stage, "label": label, "seed": seed, "seconds": m.get("wall_time_s"),
+    return {"run": name, "stage": stage, "label": label, "seed": seed, "seconds": m.get("wall_time_s"), "kept": kept,
             **{k: m.get(k) for k in keys}, **{f"{k}_stderr": m.get(f"{k}_stderr") for k in keys}}
 
 
@@ -160,8 +160,9 @@ def main() -> int:
     val = ordering["val"]
     fams = [k for k in val if k not in ("all", "n") and not k.endswith("_stderr")]
     md = ["# Post-training knobs on the demo", "",
-          machine_line(sum(not (r["label"] == "demo" and r["seed"] is None) for r in rows), "post-training runs", where)
-          + ". Start models and pairs: the repository's models/sft, data/dpo and models/dpo; fp32 as the demo. "
+          machine_line(sum(not r["kept"] for r in rows), "new post-training runs", where)
+          + f"; {sum(r['kept'] for r in rows)} more kept from earlier sittings (--reuse) or read from the pipeline's "
+          "metrics, whose training seconds were measured under their own load. Start models and pairs: the repository's models/sft, data/dpo and models/dpo; fp32 as the demo. "
           "Rows without a seed use the demo's own seeds, and their `demo` row is the pipeline's own metrics file.", "",
           "Reference ordering: of the held-out pairs, models/sft itself gives the chosen answer the higher "
           f"log-likelihood in {val['all']:.3f} ± {val['all_stderr']:.3f} ({val['n']} pairs; "
