@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from lmbuild import stats  # noqa: E402
 from lmbuild.workspace import REPO, read_metrics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from demo_robustness import TARGET as TARGET_VALUE  # noqa: E402  (the demo's targets, checked there over seeds)
+from lmbuild.lm.reward import accuracy_by_family  # noqa: E402
 from seed_stats import machine_line, run_plan, stage_run, write_report  # noqa: E402
 
 # (label, overrides) per stage; the first is the demo's own recipe
@@ -53,8 +56,6 @@ COLUMNS = {
     "rlvr": [("sampled_accuracy_gain", "sampled pass@1 gain"), ("task_accuracy_gain", "greedy accuracy gain")],
 }
 PER_FAMILY = {"dpo": "val.reward_accuracy", "reward_model": "accuracy"}
-# the demo's targets, as benchmarks/demo_robustness.py checks them over seeds and precisions
-TARGET_VALUE = {"dpo": 0.65, "reward_model": 0.65, "rlvr": 0.05}
 TARGETS = {s: f"{COLUMNS[s][0][1]} >= {v}" for s, v in TARGET_VALUE.items()}
 
 
@@ -91,9 +92,9 @@ def reference_ordering(pairs: Path) -> dict:
     for split in ("train", "val"):
         rs = [r for r in rows if r["split"] == split]
         right = [float(r["ref_chosen"] > r["ref_rejected"]) for r in rs]
-        out[split] = {**stats.with_stderr("all", right), "n": len(rs)}
-        for f in sorted({r["family"] for r in rs if r.get("family")}):
-            out[split].update(stats.with_stderr(f, [x for x, r in zip(right, rs) if r.get("family") == f]))
+        per_family = accuracy_by_family("ref", right, rs)   # ref_<family>: the same grouping as the stages'
+        out[split] = {**stats.with_stderr("all", right), "n": len(rs),
+                      **{k.removeprefix("ref_"): v for k, v in per_family.items()}}
     return out
 
 
@@ -101,7 +102,8 @@ def cell(row: dict, key: str) -> str:
     v, se = row.get(key), row.get(f"{key}_stderr")
     if v is None:
         return "-"
-    return f"{v:+.3f} ± {se:.3f}" if "gain" in key else f"{v:.3f} ± {se:.3f}" if se == se and se is not None else f"{v:.3f}"
+    text = f"{v:+.3f}" if "gain" in key else f"{v:.3f}"
+    return f"{text} ± {se:.3f}" if se is not None and math.isfinite(se) else text
 
 
 def table(stage: str, rows: list[dict]) -> list[str]:

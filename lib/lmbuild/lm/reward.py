@@ -103,4 +103,3 @@ def accuracy_by_family(name: str, right: list[float], rows: list[dict]) -> dict[
     for f in sorted({f for f in fams if f is not None}):
         out.update(with_stderr(f"{name}_{f}", [v for v, g in zip(right, fams) if g == f]))
     return out
-

@@ -19,9 +19,9 @@ import torch
 from ..lm.chat import chat_ids
 from ..lm.generation import GREEDY_FIELDS, paired_gains, task_accuracy, task_prompts
 from ..lm.logprobs import completion_logps, sequence_logps
-from ..lm.reward import accuracy_by_family
 from ..lm.model import choose_attention
 from ..lm.precision import precision_context
+from ..lm.reward import accuracy_by_family
 from ..lm.start_model import start_model, start_tokenizer, weights_id
 from ..lm.task_setup import heldout
 from ..params import ParamsError, training_seed
@@ -233,11 +233,11 @@ def _train_round(params: dict, *, init_model: Path, pairs_dir: Path, out_model: 
                              chosen_reward=torch.cat([o.chosen_reward for o in outs]),
                              rejected_reward=torch.cat([o.rejected_reward for o in outs]))
             c, r = merged.chosen_reward.float(), merged.rejected_reward.float()
+            right = (c > r).float().tolist()   # over the held-out pairs: each pair is one item
             res = {"loss": float(merged.loss), **reward_metrics(merged),
-                   # over the held-out pairs: each pair is one item
-                   "reward_accuracy_stderr": mean_stderr((c > r).float().tolist()),
+                   "reward_accuracy_stderr": mean_stderr(right),
                    "reward_margin_stderr": mean_stderr((c - r).tolist()),
-                   **accuracy_by_family("reward_accuracy", (c > r).float().tolist(), val),
+                   **accuracy_by_family("reward_accuracy", right, val),
                    "logp_chosen": float(torch.cat(pol_c).mean()), "logp_rejected": float(torch.cat(pol_r).mean())}
         return {**res, **accuracy(m)}
 
